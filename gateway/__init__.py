@@ -1,0 +1,32 @@
+"""SMS session gateway: puts a chat assistant behind a phone number."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from gateway.config import Settings
+
+
+def create_app(settings: Settings | None = None, runtime=None) -> Flask:
+    """Build the web app. Nothing connects before this is called.
+
+    ``runtime`` lets tests and the CLI share one set of parts (database,
+    queue, sender) with the app; by default one is built from ``settings``.
+    """
+    from gateway.bootstrap import build_runtime
+    from gateway.logs import configure_logging
+    from gateway.web import errors, health, twilio
+    from gateway.web.api import api
+
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    configure_logging(settings.log_level)
+    runtime = runtime or build_runtime(settings)
+
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, SECRET_KEY=runtime.secret_key)
+    app.extensions["gateway"] = runtime
+    app.register_blueprint(twilio.blueprint)
+    app.register_blueprint(api)
+    app.register_blueprint(health.blueprint)
+    errors.register(app)
+    return app

@@ -1,0 +1,153 @@
+"""The one place that picks real or local parts: Twilio or sandbox, RQ or the in-process queue.
+
+``build_runtime`` returns a ``Runtime``: the settings plus every part the
+services need. Web processes, workers, the CLI and tests all build one here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from gateway.config import Settings
+from gateway.db.engine import make_engine, make_session_factory
+from gateway.instance import read_or_create_secret, sandbox_account_sid, sandbox_auth_token
+from gateway.ports import Clock, JobQueue, SmsSender, SystemClock
+
+log = logging.getLogger("gateway.bootstrap")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    db: sessionmaker
+    clock: Clock
+    queue: JobQueue
+    sender: SmsSender
+    auth_token: str  # checks webhook signatures: Twilio's, or the sandbox's own
+    account_sid: str
+    secret_key: str
+    background: list[Any] = field(default_factory=list)
+
+    def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> bool:
+        """Enqueue a job; False when the queue is down (the sweep will find the work later)."""
+        try:
+            self.queue.enqueue(job, *args, delay=delay)
+            return True
+        except Exception as error:  # Redis down, connection reset: never fail the caller
+            log.warning("event=queue.enqueue_failed job=%s error=%s", job, type(error).__name__)
+            return False
+
+    def close(self) -> None:
+        for part in self.background:
+            part.stop()
+        self.background.clear()
+        self.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sender: SmsSender | None = None,
+    queue: JobQueue | None = None,
+    migrate: bool | None = None,
+    start_embedded: bool = True,
+) -> Runtime:
+    engine = make_engine(settings.sqlalchemy_url)
+    if migrate if migrate is not None else settings.embedded_database:
+        from gateway.db.migrate import upgrade
+
+        upgrade(engine)
+
+    if settings.uses_twilio:
+        auth_token, account_sid = settings.twilio_auth_token, settings.twilio_account_sid
+    else:
+        auth_token = sandbox_auth_token(settings.instance_path)
+        account_sid = sandbox_account_sid(auth_token)
+
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        db=make_session_factory(engine),
+        clock=clock or SystemClock(),
+        queue=queue,  # type: ignore[arg-type]  # set just below
+        sender=sender or _make_sender(settings),
+        auth_token=auth_token,
+        account_sid=account_sid,
+        secret_key=settings.secret_key or read_or_create_secret(settings.instance_path, "secret_key"),
+    )
+    if queue is None:
+        runtime.queue = _make_queue(runtime, start_embedded)
+    _enqueue_events_after_commit(runtime)
+    return runtime
+
+
+def _enqueue_events_after_commit(runtime: Runtime) -> None:
+    """Events are written in the transaction of their change and handed to the queue once it commits."""
+    from sqlalchemy import event
+
+    from gateway.services import events
+
+    event.listen(runtime.db, "after_commit", lambda tx: events.enqueue_committed(runtime, tx))
+    event.listen(runtime.db, "after_rollback", events.forget_rolled_back)
+
+
+def _make_sender(settings: Settings) -> SmsSender:
+    if settings.uses_twilio:
+        from gateway.senders.twilio import TwilioSender
+
+        return TwilioSender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            settings.twilio_api_base_url,
+            settings.twilio_timeout,
+        )
+    from gateway.senders.sandbox import SandboxSender
+
+    return SandboxSender()
+
+
+def _make_queue(runtime: Runtime, start_embedded: bool) -> JobQueue:
+    settings = runtime.settings
+    if settings.redis_url:
+        from gateway.jobs.redis_queue import RedisJobQueue
+
+        return RedisJobQueue(settings.redis_url)
+
+    from gateway.jobs import run_job
+    from gateway.jobs.inprocess import InProcessQueue
+
+    queue = InProcessQueue(lambda job, *args: run_job(runtime, job, *args), workers=settings.embedded_workers)
+    if start_embedded:
+        queue.start()
+        runtime.background.append(queue)
+        ticker = PeriodicSweep(lambda: runtime.enqueue("sweep"), settings.sweep_interval).start()
+        runtime.background.append(ticker)
+    return queue
+
+
+class PeriodicSweep:
+    """In embedded mode, stands in for RQ's scheduler: enqueues the sweep every interval."""
+
+    def __init__(self, tick: Callable[[], Any], interval: float):
+        self._tick = tick
+        self._interval = interval
+        self._stop = threading.Event()
+
+    def start(self) -> "PeriodicSweep":
+        threading.Thread(target=self._loop, name="gateway-sweep", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._tick()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,53 @@
+"""The production queue: RQ on Redis. Delayed jobs go through RQ's scheduler."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+QUEUE_NAME = "gateway"
+ENTRY_POINT = "gateway.jobs.run"
+# Jobs hold their session's lease for at most lease_seconds per engine try; RQ's
+# own timeout is a backstop far beyond that.
+JOB_TIMEOUT = 600
+
+
+class RedisJobQueue:
+    name = "redis"
+
+    def __init__(self, redis_url: str):
+        from redis import Redis
+        from rq import Queue
+
+        # Short timeouts: when Redis is down the webhook must still answer fast;
+        # the sweep re-enqueues whatever could not be enqueued.
+        self.connection = Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
+        self.queue = Queue(QUEUE_NAME, connection=self.connection)
+
+    def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None:
+        options = dict(job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=24 * 3600)
+        if delay > 0:
+            self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
+                                  job, *args, **options)
+        else:
+            self.queue.enqueue(ENTRY_POINT, job, *args, **options)
+
+    def ping(self) -> None:
+        self.connection.ping()
+
+    def depth(self) -> int:
+        return self.queue.count
+
+
+def not_before(moment: datetime) -> datetime:
+    """``moment`` rounded up to a whole second.
+
+    RQ's scheduled-job registry keeps whole seconds, cutting the fraction off,
+    so an unrounded time would let a job run up to a second early (and a job
+    that finds itself early and reschedules would spin). Rounded up, a delayed
+    job never runs before its time; RQ's scheduler, polling once a second,
+    makes it up to about a second late.
+    """
+    if moment.microsecond == 0:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)

@@ -1,0 +1,428 @@
+"""Queuing replies and sending them through Twilio, in order, paced (SPEC 6.7, 6.8).
+
+``send_pending`` is the send job. Like the turn job it owns its session's send
+lane through a lease, so a session's messages leave one at a time in the
+order they were queued, however many workers run. A message is marked as
+handed over (``send_started_at``) before the call to Twilio; if the worker
+dies during the call, the message is not sent blindly again: the next owner
+waits for a status callback and then asks Twilio whether it went out.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as DbSession
+
+from adapters.base import RetryPolicy
+from gateway.config import DEFAULT_PORT
+from gateway.db.models import Message, PhoneNumber, Session, new_id
+from gateway.db.ops import lock_row
+from gateway.domain.phone import mask
+from gateway.domain.segments import describe, split_body
+from gateway.ports import OutboundSms, SendError
+from gateway.services import events, optouts
+from gateway.services.leases import Lease, work_lane
+from gateway.services.sessions import next_seqs
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Runtime
+
+log = logging.getLogger("gateway.outbound")
+
+# Forward-only delivery states (SPEC 6.8). Terminal states share the top rank,
+# so once a message is delivered, undelivered, failed or blocked it stays so.
+STATUS_RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3, "blocked": 3}
+TWILIO_STATUSES = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sending",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "partially_delivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+}
+# A wait this short is slept through while holding the lane; longer ones go
+# back to the queue as a delayed job, so a burst on one number never keeps
+# the workers from other numbers' sessions.
+SHORT_WAIT = 0.05
+OPT_OUT_CODE = 21610
+LOOP_PROTECTION_CODE = 14107
+
+
+def queue_replies(
+    tx: DbSession, session: Session, texts: list[str], kind: str, chat_id: str | None, now: datetime,
+    reply_to_seq: int | None = None, channel: str | None = None,
+) -> list[str]:
+    """Store reply texts as outbound messages, split into parts of at most 1600 characters.
+
+    ``reply_to_seq`` is the position of the text they answer, kept so engines
+    see each reply right after its text (see turns._turn_order).
+    """
+    parts = [part for text in texts if text and text.strip() for part in split_body(text.strip())]
+    if not parts:
+        return []
+    sms = (channel or ("sms" if session.phone_number_id else "api")) == "sms"
+    ids = []
+    for seq, part in zip(next_seqs(tx, session, len(parts), now), parts):
+        info = describe(part)
+        message = Message(
+            id=new_id(),
+            session_id=session.id,
+            seq=seq,
+            role="assistant",
+            content=part,
+            media=[],
+            channel="sms" if sms else "api",
+            status="queued" if sms else "delivered",
+            segments=info.segments,
+            encoding=info.encoding,
+            chat_id=chat_id,
+            kind=kind,
+            details={"replyToSeq": reply_to_seq} if reply_to_seq is not None else {},
+            attempts=0,
+            throttled=0,
+            slot_reserved=False,
+            created_at=now,
+            updated_at=now,
+        )
+        tx.add(message)
+        ids.append(message.id)
+    tx.flush()
+    return ids
+
+
+def send_pending(runtime: "Runtime", session_id: str) -> None:
+    work_lane(runtime, session_id, "send", "send_pending", _drain, _has_unsent)
+
+
+def _has_unsent(runtime: "Runtime", session_id: str) -> bool:
+    return _next_unsent(runtime, session_id) is not None
+
+
+def _drain(runtime: "Runtime", lease: Lease) -> float | None:
+    """Send due messages in order; returns the delay until the head message is due, if it is not."""
+    clock = runtime.clock
+    while True:
+        message = _next_unsent(runtime, lease.session_id)
+        if message is None:
+            return None
+        now = clock.now()
+        if message.next_attempt_at is not None and message.next_attempt_at > now:
+            wait = (message.next_attempt_at - now).total_seconds()
+            if wait > SHORT_WAIT:
+                return wait
+            clock.sleep(wait)
+        if message.send_started_at is not None:
+            _resolve_interrupted(runtime, lease, message)
+            continue
+        wait = _reserve_slot(runtime, lease, message)
+        if wait is not None:
+            return wait
+        _send(runtime, lease, message)
+
+
+def _next_unsent(runtime: "Runtime", session_id: str) -> Message | None:
+    with runtime.db.begin() as tx:
+        return tx.scalar(
+            select(Message)
+            .where(
+                Message.session_id == session_id,
+                Message.role == "assistant",
+                Message.channel == "sms",
+                Message.status == "queued",
+                Message.twilio_sid.is_(None),
+            )
+            .order_by(Message.seq)
+            .limit(1)
+        )
+
+
+def _reserve_slot(runtime: "Runtime", lease: Lease, message: Message) -> float | None:
+    """Take this message's place in its number's sending pace; returns a wait if it is not yet due.
+
+    The slot is taken once per message (``slot_reserved``) under the number's
+    row lock, so concurrent sessions of one number queue behind each other
+    instead of racing, and nothing is ever dropped. A message never leaves
+    before its slot; waiting is a delayed job, never a sleeping worker, so its
+    precision is the queue's: milliseconds in process, whole seconds on RQ
+    (messages whose slots share a second may then leave together at its end).
+    """
+    if message.slot_reserved:
+        return None
+    now = runtime.clock.now()
+    with runtime.db.begin() as tx:
+        lease.renew(tx)
+        number = lock_row(
+            tx,
+            select(PhoneNumber).join(Session, Session.phone_number_id == PhoneNumber.id).where(Session.id == message.session_id),
+        ).scalar_one_or_none()
+        slot = now
+        if number is not None:
+            if number.next_send_at is not None and number.next_send_at > slot:
+                slot = number.next_send_at
+            number.next_send_at = slot + timedelta(seconds=1.0 / number.messages_per_second)
+            # Loop protection holds this conversation only, not the number's pace.
+            slot = _after_loop_protection(tx, runtime, message.session_id, slot)
+        tx.execute(
+            update(Message).where(Message.id == message.id).values(slot_reserved=True, next_attempt_at=slot, updated_at=now)
+        )
+    wait = (slot - now).total_seconds()
+    if wait <= 0:
+        return None
+    if wait <= SHORT_WAIT:
+        runtime.clock.sleep(wait)
+        return None
+    return wait
+
+
+def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, slot: datetime) -> datetime:
+    """Hold the slot back when it would be one reply too many in a fast exchange (Twilio error 14107).
+
+    Twilio blocks a pair of numbers for 30 s after more than 30 replies, each
+    under 30 s after the one before. When the last ``loop_replies`` replies to
+    this customer from this number form such a run, the next waits until
+    ``loop_window`` seconds after the last; it is queued, never dropped.
+    """
+    limit, window = runtime.settings.loop_replies, timedelta(seconds=runtime.settings.loop_window)
+    session = tx.get(Session, session_id)
+    recent = list(
+        tx.scalars(
+            select(Message.sent_at)
+            .join(Session, Session.id == Message.session_id)
+            .where(
+                Session.phone_number_id == session.phone_number_id,
+                Session.customer_id == session.customer_id,
+                Message.role == "assistant",
+                Message.sent_at.is_not(None),
+            )
+            .order_by(Message.sent_at.desc())
+            .limit(limit)
+        )
+    )
+    if len(recent) < limit or slot - recent[0] >= window:
+        return slot
+    if all(newer - older < window for newer, older in zip(recent, recent[1:])):
+        log.info("event=send.loop_protection session=%s wait_until=%s", session_id, (recent[0] + window).isoformat())
+        return recent[0] + window
+    return slot
+
+
+def _send(runtime: "Runtime", lease: Lease, message: Message) -> None:
+    now = runtime.clock.now()
+    with runtime.db.begin() as tx:
+        lease.renew(tx)
+        session = tx.get(Session, message.session_id)
+        number = tx.get(PhoneNumber, session.phone_number_id) if session.phone_number_id else None
+        customer_number = _customer_number(tx, session)
+        if number is None or customer_number is None:
+            _set_failed(tx, message.id, None, "the session's phone number no longer exists", now)
+            return
+        if message.kind != "opt_out" and optouts.is_opted_out(tx, session.customer_id, number.id):
+            _set(tx, message.id, now, status="blocked", error_message="customer opted out")
+            log.info("event=send.blocked message=%s session=%s", message.id, session.id)
+            return
+        # Handed over: from here on a crash leaves an unknown outcome. The next
+        # owner of the lane waits until the lease is surely gone (next_attempt_at)
+        # and then asks Twilio before sending again (_resolve_interrupted).
+        settle_at = now + timedelta(seconds=runtime.settings.lease_seconds)
+        _set(tx, message.id, now, send_started_at=now, next_attempt_at=settle_at, attempts=Message.attempts + 1)
+        sms = OutboundSms(
+            message_id=message.id,
+            to=customer_number,
+            from_=number.number,
+            messaging_service_sid=number.messaging_service_sid,
+            body=message.content,
+            media_urls=tuple(m["url"] for m in (message.media or [])),
+            status_callback=status_callback_url(runtime, message.id),
+        )
+        customer_id = session.customer_id
+    try:
+        receipt = runtime.sender.send(sms)
+    except SendError as error:
+        _after_error(runtime, lease, message, error, customer_id, number.id)
+        return
+    with runtime.db.begin() as tx:
+        # The status callback may have beaten us here and set sid and status already.
+        tx.execute(
+            update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=receipt.sid)
+        )
+        # An earlier try's error is history now, unless a callback that beat us
+        # here reported a delivery failure of this very message.
+        tx.execute(
+            update(Message)
+            .where(Message.id == message.id, Message.status.not_in(("undelivered", "failed")))
+            .values(error_code=None, error_message=None)
+        )
+        _set(tx, message.id, runtime.clock.now(), sent_at=runtime.clock.now())
+        _advance(tx, message.id, "sending", None, runtime.clock.now())
+        reported = TWILIO_STATUSES.get(receipt.status)
+        if reported is not None:
+            _advance(tx, message.id, reported, None, runtime.clock.now())
+    log.info(
+        "event=send.accepted message=%s session=%s sid=%s to=%s sender=%s",
+        message.id, message.session_id, receipt.sid, mask(sms.to), runtime.sender.name,
+    )
+
+
+def _after_error(runtime, lease, message: Message, error: SendError, customer_id, number_id) -> None:
+    now = runtime.clock.now()
+    settings = runtime.settings
+    with runtime.db.begin() as tx:
+        lease.renew(tx)
+        current = tx.get(Message, message.id)
+        if not error.transient:
+            _set_failed(tx, message.id, error.code, error.reason, now)
+            if error.code == OPT_OUT_CODE and customer_id:
+                optouts.opt_out(tx, customer_id, number_id, "twilio_21610", now)
+            log.warning("event=send.failed message=%s code=%s reason=%s", message.id, error.code, error.reason)
+            return
+        policy = RetryPolicy(settings.send_tries, settings.send_retry_delay, settings.send_retry_cap)
+        attempts, throttled = current.attempts, current.throttled
+        loop_blocked = error.code == LOOP_PROTECTION_CODE
+        if error.throttled or loop_blocked:
+            # Twilio refused without processing (429, or 14107 loop protection):
+            # give the try back to the budget; the message waits, it is not dropped.
+            attempts -= 1
+            throttled += 1
+        elif attempts >= policy.tries and not error.maybe_sent:
+            _set_failed(tx, message.id, error.code, f"gave up after {attempts} tries: {error.reason}", now)
+            log.warning("event=send.failed message=%s code=%s reason=%s", message.id, error.code, error.reason)
+            return
+        delay = policy.delay(max(1, throttled if error.throttled else attempts))
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        if loop_blocked:
+            delay = max(delay, settings.loop_window)  # Twilio's block lasts the loop window
+        _set(
+            tx, message.id, now,
+            attempts=attempts, throttled=throttled, slot_reserved=False,
+            # A maybe-sent message keeps send_started_at: before trying again the
+            # lane asks Twilio whether it has it (_resolve_interrupted).
+            send_started_at=current.send_started_at if error.maybe_sent else None,
+            next_attempt_at=now + timedelta(seconds=delay), error_code=error.code, error_message=error.reason,
+        )
+    log.info("event=send.retry message=%s in=%.2fs reason=%s", message.id, delay, error.reason)
+
+
+def _resolve_interrupted(runtime: "Runtime", lease: Lease, message: Message) -> None:
+    """An earlier try of this message may have reached Twilio: a worker died during the call, or it
+    timed out or got a 5xx. Sent or not?
+
+    A status callback carries our message id and settles it by itself (the
+    message then has a sid and is no longer picked up here). Otherwise, once
+    ``next_attempt_at`` has passed (the lease period for a dead worker, the
+    backoff for an error), Twilio is asked; only if it has no record of the
+    message is it sent again, within the retry budget. If Twilio cannot be
+    asked, we ask again later.
+    """
+    now = runtime.clock.now()
+    try:
+        found = _ask_sender(runtime, message)
+    except SendError as error:
+        with runtime.db.begin() as tx:
+            lease.renew(tx)
+            _set(tx, message.id, now, next_attempt_at=now + timedelta(seconds=runtime.settings.send_retry_delay))
+        log.warning("event=send.lookup_failed message=%s reason=%s", message.id, error.reason)
+        return
+    with runtime.db.begin() as tx:
+        lease.renew(tx)
+        if found is not None:
+            tx.execute(
+                update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=found.sid)
+            )
+            _set(tx, message.id, now, sent_at=message.send_started_at, error_code=None, error_message=None)
+            _advance(tx, message.id, "sending", None, now)
+            _advance(tx, message.id, TWILIO_STATUSES.get(found.status, "sending"), None, now)
+            log.info("event=send.recovered message=%s sid=%s", message.id, found.sid)
+        elif message.attempts >= runtime.settings.send_tries:
+            reason = message.error_message or "the send was interrupted"
+            _set_failed(tx, message.id, message.error_code, f"gave up after {message.attempts} tries: {reason}", now)
+            log.warning("event=send.failed message=%s reason=%s", message.id, reason)
+        else:
+            _set(tx, message.id, now, send_started_at=None, next_attempt_at=None)
+            log.info("event=send.resend message=%s reason=no record at Twilio", message.id)
+
+
+def _ask_sender(runtime: "Runtime", message: Message):
+    """Ask the sender for a record of this message; None when it has none (or cannot keep records)."""
+    finder = getattr(runtime.sender, "find_sent", None)
+    if finder is None:
+        return None  # the sandbox keeps no records beyond the database
+    with runtime.db.begin() as tx:
+        session = tx.get(Session, message.session_id)
+        to = _customer_number(tx, session)
+        known = set(
+            tx.scalars(select(Message.twilio_sid).where(Message.session_id == message.session_id, Message.twilio_sid.is_not(None)))
+        )
+    return finder(to, message.content, message.send_started_at - timedelta(minutes=1), known)
+
+
+def apply_status(runtime: "Runtime", message_id: str | None, sid: str | None, twilio_status: str, error_code) -> bool:
+    """A delivery status callback: move the message forward, never back. False if unknown."""
+    status = TWILIO_STATUSES.get((twilio_status or "").lower())
+    now = runtime.clock.now()
+    with runtime.db.begin() as tx:
+        message = tx.get(Message, message_id) if message_id else None
+        if message is None and sid:
+            message = tx.scalar(select(Message).where(Message.twilio_sid == sid))
+        if message is None or message.role != "assistant":
+            return False
+        if sid and message.twilio_sid is None:
+            tx.execute(update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=sid))
+        if status is not None:
+            code = _int(error_code)
+            _advance(tx, message.id, status, code, now)
+            if code == OPT_OUT_CODE:
+                session = tx.get(Session, message.session_id)
+                if session.customer_id and session.phone_number_id:
+                    optouts.opt_out(tx, session.customer_id, session.phone_number_id, "twilio_21610", now)
+    return True
+
+
+def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None, now: datetime) -> None:
+    """Set ``status`` only if it ranks above the current one: one conditional UPDATE, race-free."""
+    lower = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+    values: dict = {"status": status, "updated_at": now}
+    if error_code is not None:
+        values["error_code"] = error_code
+    changed = tx.execute(update(Message).where(Message.id == message_id, Message.status.in_(lower)).values(**values))
+    if changed.rowcount:
+        events.message_status_event(tx, message_id, now)
+
+
+def _set(tx: DbSession, message_id: str, now: datetime, **values) -> None:
+    tx.execute(update(Message).where(Message.id == message_id).values(updated_at=now, **values))
+    if "status" in values:
+        events.message_status_event(tx, message_id, now)
+
+
+def _set_failed(tx: DbSession, message_id: str, code: int | None, reason: str, now: datetime) -> None:
+    _set(tx, message_id, now, status="failed", error_code=code, error_message=reason, next_attempt_at=None)
+
+
+def _customer_number(tx: DbSession, session: Session) -> str | None:
+    from gateway.db.models import Customer
+
+    if session.customer_id is None:
+        return None
+    return tx.scalar(select(Customer.number).where(Customer.id == session.customer_id))
+
+
+def status_callback_url(runtime: "Runtime", message_id: str) -> str:
+    base = (runtime.settings.public_url or f"http://localhost:{DEFAULT_PORT}").rstrip("/")
+    return f"{base}/twilio/status?messageId={message_id}"
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,105 @@
+"""The periodic sweep: completes expired sessions and re-enqueues work nobody is doing (SPEC 6.2, 6.5).
+
+Each query starts from an index whose range holds only the rows that need
+attention (expired active sessions, received or queued messages), so the
+sweep's cost follows the work to do, not the number of sessions stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, or_, select
+
+from gateway.db.models import Message, Session
+from gateway.services.events import due_events
+from gateway.services.sessions import complete
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Runtime
+
+log = logging.getLogger("gateway.sweep")
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    expired: int
+    turns_recovered: int
+    sends_recovered: int
+    events_recovered: int = 0
+
+
+def sweep(runtime: "Runtime") -> SweepReport:
+    expired = complete_expired(runtime)
+    turns = _recover(runtime, "process_turns", _stuck_turns)
+    sends = _recover(runtime, "send_pending", _stuck_sends)
+    deliveries = _recover(runtime, "deliver_event", lambda _runtime, cutoff, now: due_events(now, cutoff))
+    report = SweepReport(expired, turns, sends, deliveries)
+    if expired or turns or sends or deliveries:
+        log.info("event=sweep.done expired=%d turns_recovered=%d sends_recovered=%d events_recovered=%d",
+                 expired, turns, sends, deliveries)
+    return report
+
+
+def complete_expired(runtime: "Runtime") -> int:
+    now = runtime.clock.now()
+    total = 0
+    while True:
+        with runtime.db.begin() as tx:
+            ids = list(
+                tx.scalars(
+                    select(Session.id).where(Session.status == "active", Session.expires_at <= now).limit(BATCH)
+                )
+            )
+            completed = [session_id for session_id in ids if complete(tx, session_id, now)]  # emits session.updated
+        for session_id in completed:
+            log.info("event=session.completed session=%s reason=expired", session_id)
+        total += len(completed)
+        if len(ids) < BATCH:
+            return total
+
+
+def _stuck_turns(runtime: "Runtime", cutoff, now):
+    return (
+        select(Message.session_id)
+        .join(Session, Session.id == Message.session_id)
+        .where(
+            Message.status == "received",
+            Message.role == "user",
+            Message.created_at <= cutoff,
+            or_(Session.turn_lease_until.is_(None), Session.turn_lease_until < now),
+        )
+        .distinct()
+    )
+
+
+def _stuck_sends(runtime: "Runtime", cutoff, now):
+    return (
+        select(Message.session_id)
+        .join(Session, Session.id == Message.session_id)
+        .where(
+            Message.status == "queued",
+            Message.role == "assistant",
+            Message.twilio_sid.is_(None),
+            func.coalesce(Message.next_attempt_at, Message.created_at) <= cutoff,
+            or_(Session.send_lease_until.is_(None), Session.send_lease_until < now),
+        )
+        .distinct()
+    )
+
+
+def _recover(runtime: "Runtime", job: str, query) -> int:
+    """Enqueue ``job`` for each session whose work has waited past the grace period with no owner."""
+    now = runtime.clock.now()
+    cutoff = now - timedelta(seconds=runtime.settings.recovery_grace)
+    with runtime.db.begin() as tx:
+        session_ids = list(tx.scalars(query(runtime, cutoff, now)))
+    for session_id in session_ids:
+        log.info("event=sweep.recover job=%s session=%s", job, session_id)
+        runtime.enqueue(job, session_id)
+    return len(session_ids)

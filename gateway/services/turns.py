@@ -1,0 +1,388 @@
+"""Taking a session's texts to its engine, one turn at a time, in order (SPEC 6.3, 6.6, 6.9).
+
+``process_turns`` is the turn job. It owns the session's turn lane through a
+lease, takes the oldest received text (or a burst of texts to merge), calls
+the engine outside any transaction, then in one fenced transaction marks the
+texts processed and queues the replies. A worker killed at any point leaves
+the texts ``received``; the lease runs out and the next job redoes the turn,
+and because the replies are stored in the same transaction that marks the
+texts processed, a turn's replies are queued once (SPEC 6.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select, update
+
+from adapters import create_engine
+from adapters.base import (
+    EngineContext,
+    EngineError,
+    HistoryItem,
+    Media,
+    RetryPolicy,
+    UserTurn,
+    call_with_retries,
+)
+from gateway.db.models import Assistant, Chat, Customer, Message, PhoneNumber, Session, new_id
+from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
+from gateway.domain.templates import merge_variables, render
+from gateway.services import events, optouts
+from gateway.services.leases import Lease, LeaseLost, work_lane
+from gateway.services.outbound import queue_replies
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Runtime
+
+log = logging.getLogger("gateway.turns")
+
+HISTORY_LIMIT = 200  # most recent messages handed to an engine; adapters trim further
+
+
+@dataclass
+class Batch:
+    """The received texts one turn answers: one text, or a merged burst."""
+
+    messages: list[Message]
+    overrides: dict | None = None  # an API chat's own assistantOverrides, over the session's
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.messages]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m.content for m in self.messages if m.content)
+
+    @property
+    def media(self) -> tuple[Media, ...]:
+        return tuple(Media(item["url"], item.get("contentType")) for m in self.messages for item in (m.media or []))
+
+
+@dataclass
+class Situation:
+    """What the turn needs to know, read in one short transaction."""
+
+    session: Session
+    number: PhoneNumber | None
+    assistant: Assistant | None
+    customer: Customer | None
+    opted_out: bool
+    history: list[HistoryItem]
+    variables: dict
+
+
+def process_turns(runtime: "Runtime", session_id: str) -> None:
+    work_lane(runtime, session_id, "turn", "process_turns", _drain, _has_received)
+
+
+def _drain(runtime: "Runtime", lease: Lease) -> float | None:
+    """Answer received texts in order until none is left; returns a delay when a burst is still open."""
+    while True:
+        batch, wait = _next_batch(runtime, lease.session_id)
+        if wait is not None:
+            return wait
+        if batch is None:
+            return None
+        answer(runtime, lease, batch)
+
+
+def _next_batch(runtime: "Runtime", session_id: str) -> tuple[Batch | None, float | None]:
+    with runtime.db.begin() as tx:
+        pending = list(
+            tx.scalars(
+                select(Message)
+                .where(Message.session_id == session_id, Message.role == "user", Message.status == "received")
+                .order_by(Message.seq)
+            )
+        )
+        if not pending:
+            return None, None
+        merge_seconds = tx.scalar(
+            select(PhoneNumber.merge_burst_seconds)
+            .join(Session, Session.phone_number_id == PhoneNumber.id)
+            .where(Session.id == session_id)
+        )
+    if not merge_seconds or pending[0].channel != "sms" or classify(pending[0].content):
+        return Batch(pending[:1]), None
+    return _burst(pending, merge_seconds, runtime.clock.now())
+
+
+def _burst(pending: list[Message], window: float, now: datetime) -> tuple[Batch | None, float | None]:
+    """Texts each within ``window`` seconds of the one before join one turn (keywords never join)."""
+    burst = [pending[0]]
+    for message in pending[1:]:
+        if classify(message.content) or (message.created_at - burst[-1].created_at).total_seconds() > window:
+            break
+        burst.append(message)
+    still_open = len(burst) == len(pending)
+    remaining = window - (now - burst[-1].created_at).total_seconds()
+    if still_open and remaining > 0:
+        return None, remaining
+    return Batch(burst), None
+
+
+def answer(runtime: "Runtime", lease: Lease, batch: Batch) -> str | None:
+    """Answer one batch of texts under the lane's lease; returns the chat id when the engine was asked."""
+    situation = _read_situation(runtime, batch)
+    if situation is None:
+        raise LeaseLost(lease.session_id)  # the session was deleted meanwhile: nothing left to answer
+    first = batch.messages[0]
+    keyword = _keyword(first) if len(batch.messages) == 1 else None
+
+    if keyword is not None and first.details.get("OptOutType"):
+        # Twilio's Advanced Opt-Out already answered the customer: record, stay silent.
+        return _finish(runtime, lease, batch, situation, [], None, keyword, handling="twilio_" + keyword.value)
+    if keyword is Keyword.OPT_OUT:
+        replies = _message(situation, "opt_out_message")
+        return _finish(runtime, lease, batch, situation, replies, "opt_out", keyword, handling="opt_out")
+    if keyword is Keyword.OPT_IN:
+        replies = _message(situation, "opt_in_message")
+        return _finish(runtime, lease, batch, situation, replies, "opt_in", keyword, handling="opt_in")
+    if situation.opted_out and first.channel == "sms":
+        # Stored and processed, never forwarded: the customer asked for silence.
+        return _finish(runtime, lease, batch, situation, [], None, handling="opted_out")
+    if keyword is Keyword.HELP and situation.number is not None and situation.number.help_message:
+        return _finish(runtime, lease, batch, situation, _message(situation, "help_message"), "help", handling="help")
+    return _ask_engine(runtime, lease, batch, situation)
+
+
+def _keyword(message: Message) -> Keyword | None:
+    opt_out_type = (message.details or {}).get("OptOutType")
+    if opt_out_type:
+        return OPT_OUT_TYPES.get(opt_out_type)
+    return classify(message.content) if message.channel == "sms" else None
+
+
+def _message(situation: Situation, field: str) -> list[str]:
+    template = getattr(situation.number, field, None) if situation.number else None
+    text = render(template, situation.variables)
+    return [text] if text else []
+
+
+def _ask_engine(runtime: "Runtime", lease: Lease, batch: Batch, situation: Situation) -> str | None:
+    assistant = situation.assistant
+    if assistant is None:
+        return _fail(runtime, lease, batch, situation, "no assistant is configured for this number", engine=None, elapsed=0)
+    settings = runtime.settings
+    context = EngineContext(
+        session_id=situation.session.id,
+        assistant_id=assistant.id,
+        config=dict(assistant.engine or {}),
+        history=situation.history,
+        variables=situation.variables,
+        system_prompt=render(assistant.system_prompt, situation.variables),
+        overrides={**(situation.session.assistant_overrides or {}), **(batch.overrides or {})},
+        state=dict(situation.session.engine_state or {}),
+        customer_number=situation.customer.number if situation.customer else None,
+        session_name=situation.session.name,
+        secret=assistant.server_secret,
+    )
+    turn = UserTurn(text=batch.text, media=batch.media, message_ids=tuple(batch.ids))
+    policy = RetryPolicy(settings.engine_tries, settings.engine_retry_delay, settings.engine_retry_cap)
+    provider = context.config.get("provider")
+    started = time.monotonic()
+    try:
+        engine = create_engine(context.config, timeout=settings.engine_timeout)
+        # Renewing before each try keeps a slow but live retry sequence from
+        # looking like a dead worker.
+        reply = call_with_retries(engine, context, turn, policy, sleep=runtime.clock.sleep, before_try=lambda _: lease.renew())
+    except EngineError as error:
+        return _fail(runtime, lease, batch, situation, error.reason, engine=provider, elapsed=_ms(started))
+    except LeaseLost:
+        raise
+    except Exception as error:
+        # A bug in an adapter must still leave the text in a final state with a
+        # reason; retrying it from the sweep forever would help nobody.
+        log.exception("event=engine.crashed session=%s engine=%s", situation.session.id, provider)
+        reason = f"{provider} engine crashed: {type(error).__name__}"
+        return _fail(runtime, lease, batch, situation, reason, engine=provider, elapsed=_ms(started))
+    return _finish(
+        runtime, lease, batch, situation, reply.texts, "reply",
+        cost=reply.cost, engine=provider, elapsed=_ms(started), engine_state=context.state, handling="engine",
+    )
+
+
+def _fail(runtime, lease, batch, situation, reason: str, *, engine: str | None, elapsed: int) -> str | None:
+    fallback = render(situation.assistant.fallback_message, situation.variables) if situation.assistant else None
+    log.warning("event=turn.failed session=%s messages=%s reason=%s", lease.session_id, ",".join(batch.ids), reason)
+    return _finish(
+        runtime, lease, batch, situation, [fallback] if fallback else [], "fallback",
+        failure=reason, engine=engine, elapsed=elapsed, handling="engine",
+    )
+
+
+def _finish(
+    runtime: "Runtime",
+    lease: Lease,
+    batch: Batch,
+    situation: Situation,
+    replies: list[str],
+    kind: str | None,
+    state_change: Keyword | None = None,
+    *,
+    failure: str | None = None,
+    cost: float = 0.0,
+    engine: str | None = None,
+    elapsed: int | None = None,
+    engine_state: dict | None = None,
+    handling: str,
+) -> str | None:
+    """Store the turn's outcome in one transaction, fenced by the lease."""
+    now = runtime.clock.now()
+    session = situation.session
+    with runtime.db.begin() as tx:
+        lease.renew(tx)
+        for message in batch.messages:
+            marked = tx.execute(
+                update(Message)
+                .where(Message.id == message.id, Message.status == "received")
+                .values(
+                    status="failed" if failure else "processed",
+                    error_message=failure,
+                    details={**(message.details or {}), "handling": handling},
+                    updated_at=now,
+                )
+            ).rowcount
+            if marked != 1:
+                raise LeaseLost(session.id)
+        if state_change is not None and situation.customer is not None and situation.number is not None:
+            _change_opt_state(tx, state_change, situation, now)
+        chat = None
+        if kind in ("reply", "fallback"):
+            chat = Chat(
+                    id=new_id(),
+                    session_id=session.id,
+                    input=batch.text,
+                    output=[{"role": "assistant", "content": text} for text in replies],
+                    status="failed" if failure else "completed",
+                    cost=cost,
+                    engine=engine,
+                    engine_ms=elapsed,
+                    error_message=failure,
+                    created_at=now,
+                    updated_at=now,
+                )
+            tx.add(chat)
+            tx.flush()
+            events.chat_event(tx, chat, session.assistant_id, "chat.created", now)
+        reply_to = batch.messages[-1].seq
+        # Replies go back the way the text came: SMS texts by SMS, API chats inline.
+        channel = batch.messages[0].channel
+        queued = (
+            queue_replies(tx, session, replies, kind or "reply", chat.id if chat else None, now, reply_to, channel)
+            if replies else []
+        )
+        changes: dict = {}
+        if cost:
+            changes["cost"] = Session.cost + cost
+        if engine_state is not None and engine_state != (session.engine_state or {}):
+            changes["engine_state"] = engine_state
+        if changes:
+            tx.execute(update(Session).where(Session.id == session.id).values(**changes))
+    log.info(
+        "event=turn.%s session=%s messages=%s replies=%d engine=%s engine_ms=%s",
+        "failed" if failure else "processed", session.id, ",".join(batch.ids), len(queued), engine or "-", elapsed,
+    )
+    if queued and channel == "sms":
+        runtime.enqueue("send_pending", session.id)
+    return chat.id if chat else None
+
+
+def _change_opt_state(tx, keyword: Keyword, situation: Situation, now: datetime) -> None:
+    customer_id, number_id = situation.customer.id, situation.number.id
+    if keyword is Keyword.OPT_OUT:
+        optouts.opt_out(tx, customer_id, number_id, "keyword", now)
+    elif keyword is Keyword.OPT_IN:
+        optouts.opt_in(tx, customer_id, number_id)
+
+
+def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
+    session_id = batch.messages[0].session_id
+    with runtime.db.begin() as tx:
+        session = tx.get(Session, session_id)
+        if session is None:
+            return None
+        number = tx.get(PhoneNumber, session.phone_number_id) if session.phone_number_id else None
+        assistant = tx.get(Assistant, session.assistant_id) if session.assistant_id else None
+        customer = tx.get(Customer, session.customer_id) if session.customer_id else None
+        # Everything said before this turn: earlier texts, and every reply so far,
+        # including one stored after this text arrived (its turn was still with
+        # the engine then). Texts still waiting behind this turn are not history.
+        earlier = list(
+            tx.scalars(
+                select(Message)
+                .where(
+                    Message.session_id == session_id,
+                    Message.id.not_in(batch.ids),
+                    or_(Message.role != "user", Message.seq < batch.messages[0].seq),
+                )
+                .order_by(Message.seq.desc())
+                .limit(HISTORY_LIMIT)
+            )
+        )
+        opted_out = optouts.is_opted_out(tx, session.customer_id, session.phone_number_id)
+    variables = merge_variables(
+        (batch.overrides or {}).get("variableValues"),
+        (session.assistant_overrides or {}).get("variableValues"),
+        assistant.variable_values if assistant else None,
+        {
+            "customer.number": customer.number if customer else None,
+            "customer.name": customer.name if customer else None,
+            "phoneNumber.number": number.number if number else None,
+            "now": runtime.clock.now().isoformat(timespec="seconds"),
+        },
+    )
+    return Situation(session, number, assistant, customer, opted_out, _history(sorted(earlier, key=_turn_order)), variables)
+
+
+def _turn_order(message: Message) -> tuple[float, int]:
+    """Conversation order for the engine: each reply right after the text it answers.
+
+    By ``seq`` a reply can land after a text that arrived while its turn was
+    with the engine; ``replyToSeq`` puts it back behind the text it answers.
+    """
+    if message.role == "assistant":
+        answered = (message.details or {}).get("replyToSeq")
+        if answered is not None:
+            return (answered + 0.5, message.seq)
+    return (float(message.seq), message.seq)
+
+
+def _history(messages) -> list[HistoryItem]:
+    """Earlier messages as the engine should see them: the parts of one reply joined again."""
+    items: list[HistoryItem] = []
+    last_chat = None
+    for message in messages:
+        if message.role == "assistant" and message.status == "blocked":
+            continue
+        media = tuple(Media(m["url"], m.get("contentType")) for m in (message.media or []))
+        if message.role == "assistant" and message.chat_id and message.chat_id == last_chat and items:
+            previous = items[-1]
+            items[-1] = HistoryItem(previous.role, previous.content + " " + message.content, previous.media)
+            continue
+        items.append(HistoryItem(message.role, message.content, media))
+        last_chat = message.chat_id if message.role == "assistant" else None
+    return items
+
+
+def _has_received(runtime: "Runtime", session_id: str) -> bool:
+    with runtime.db.begin() as tx:
+        return (
+            tx.scalar(
+                select(Message.id)
+                .where(Message.session_id == session_id, Message.role == "user", Message.status == "received")
+                .limit(1)
+            )
+            is not None
+        )
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+

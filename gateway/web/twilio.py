@@ -1,0 +1,75 @@
+"""Twilio's webhooks (SPEC section 5) and the simulator's read-back endpoint.
+
+Every route here checks X-Twilio-Signature with the account's auth token (the
+sandbox token when no Twilio credentials are set) against the public URL
+Twilio called, built from GATEWAY_PUBLIC_URL since a proxy in front of the
+gateway changes the URL Flask sees.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from twilio.request_validator import RequestValidator
+
+from gateway.errors import Forbidden, NotFound
+from gateway.services import outbound, readback
+from gateway.services.inbound import accept_inbound, parse_inbound
+from gateway.web import runtime
+
+log = logging.getLogger("gateway.twilio")
+
+blueprint = Blueprint("twilio", __name__, url_prefix="/twilio")
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def empty_twiml() -> Response:
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+
+def signed_url() -> str:
+    base = (runtime().settings.public_url or request.host_url).rstrip("/")
+    query = request.query_string.decode("utf-8", "replace")
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def require_signature(params) -> None:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(runtime().auth_token).validate(signed_url(), params, signature):
+        log.warning("event=webhook.bad_signature path=%s", request.path)
+        raise Forbidden("invalid or missing X-Twilio-Signature")
+
+
+@blueprint.post("/sms")
+def inbound_sms():
+    require_signature(request.form)
+    accept_inbound(runtime(), parse_inbound(request.form))
+    return empty_twiml()
+
+
+@blueprint.post("/status")
+def status_callback():
+    require_signature(request.form)
+    form = request.form
+    known = outbound.apply_status(
+        runtime(), request.args.get("messageId"), form.get("MessageSid"), form.get("MessageStatus", ""), form.get("ErrorCode")
+    )
+    if not known:
+        log.info("event=status.unknown sid=%s status=%s", form.get("MessageSid"), form.get("MessageStatus"))
+    return empty_twiml()
+
+
+@blueprint.get("/simulator/conversation")
+def simulator_conversation():
+    """What became of one inbound text: its status, its session and the replies after it.
+
+    Signed like a webhook (a GET, so the signature covers the URL alone);
+    `gateway simulate` and `gateway demo` use it to print the replies.
+    """
+    require_signature({})
+    view = readback.conversation_after(runtime(), request.args.get("MessageSid", ""))
+    if view is None:
+        raise NotFound("no inbound text with that MessageSid")
+    return jsonify(view)

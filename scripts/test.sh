@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (Python packages, redis-server, PostgreSQL) when missing,
+# then runs the whole suite. Arguments are passed to pytest.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+ensure_python_env test
+ensure_redis_server
+ensure_postgres || { [ "${CI:-}" = "true" ] && exit 1; say "PostgreSQL unavailable: its tests will be skipped"; }
+cd "$ROOT"
+exec "$VENV/bin/python" -m pytest "$@"
