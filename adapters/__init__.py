@@ -22,6 +22,17 @@ def available_providers() -> list[str]:
     return sorted(_engine_classes())
 
 
+def check_engine_config(config: dict[str, Any]) -> None:
+    """Raise ValueError saying what is missing or wrong in an engine's settings (a 422 at the API).
+
+    Each engine class may define ``check_config(config)``; engines without one take any settings.
+    """
+    engine_class = _engine_classes().get((config or {}).get("provider"))
+    check = getattr(engine_class, "check_config", None)
+    if check is not None:
+        check(config)
+
+
 def create_engine(config: dict[str, Any], *, timeout: float = 20.0) -> ChatEngine:
     """Build the engine an assistant's ``engine`` object names; ``timeout`` bounds each remote call."""
     provider = (config or {}).get("provider")

@@ -22,7 +22,8 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     configure_logging(settings.log_level)
     runtime = runtime or build_runtime(settings)
 
-    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app = Flask(__name__, instance_path=str(settings.instance_path), template_folder="web/templates",
+                static_folder="web/static")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, SECRET_KEY=runtime.secret_key)
     app.extensions["gateway"] = runtime
     app.register_blueprint(twilio.blueprint)

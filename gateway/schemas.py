@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.domain.expiry import MAX_EXPIRATION_SECONDS, MIN_EXPIRATION_SECONDS
 from gateway.domain.phone import InvalidNumber, to_e164
@@ -28,7 +28,10 @@ EventType = Literal[
 ]
 VariableValue = str | int | float | bool | None
 
-_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/$.?#][^\s]*$"
+_URL = re.compile(URL_PATTERN)
+# What the OpenAPI document promises about a URL field; the validator below enforces it (and the length).
+URL_SCHEMA = {"format": "uri", "pattern": URL_PATTERN, "maxLength": 2000}
 
 
 class Strict(BaseModel):
@@ -50,6 +53,13 @@ class EngineConfig(BaseModel):
             raise ValueError(f"unknown provider {value!r}; available: {', '.join(available_providers())}")
         return value
 
+    @model_validator(mode="after")
+    def provider_settings(self) -> "EngineConfig":
+        from adapters import check_engine_config
+
+        check_engine_config(self.model_dump())
+        return self
+
 
 def _url(value: str | None) -> str | None:
     if value is None or value == "":
@@ -65,7 +75,8 @@ class AssistantFields(Strict):
     systemPrompt: str | None = Field(default=None, max_length=100_000)
     variableValues: dict[str, VariableValue] | None = None
     fallbackMessage: str | None = Field(default=None, max_length=1600)
-    serverUrl: str | None = None
+    serverUrl: str | None = Field(default=None, json_schema_extra=URL_SCHEMA,
+                                  description="where events are POSTed; empty or null for none")
     serverEvents: list[EventType] | None = None
     serverSecret: str | None = Field(default=None, min_length=16, max_length=200)
 
@@ -140,14 +151,15 @@ Metadata = dict[str, Any]
 class AssistantOverrides(Strict):
     """Per-session (or per-chat) changes: variables, and engine settings for engines that take them."""
 
-    variableValues: dict[str, VariableValue] | None = None
+    variableValues: dict[str, VariableValue] | None = Field(default=None, description="values for {{name}} "
+                                                            "placeholders; win over the assistant's")
     model: str | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     maxTokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class CustomerIn(Strict):
-    number: str | None = None
+    number: str | None = Field(default=None, description="E.164, or a form that normalises to it")
     name: str | None = Field(default=None, max_length=200)
 
     @field_validator("number")
@@ -158,12 +170,14 @@ class CustomerIn(Strict):
 
 class SessionCreate(Strict):
     name: str | None = SessionName
-    assistantId: str | None = Field(default=None, max_length=36)
-    expirationSeconds: int | None = Field(default=None, ge=MIN_EXPIRATION_SECONDS, le=MAX_EXPIRATION_SECONDS)
-    assistantOverrides: AssistantOverrides | None = None
+    assistantId: str | None = Field(default=None, max_length=36, description="the assistant that answers")
+    expirationSeconds: int | None = Field(default=None, ge=MIN_EXPIRATION_SECONDS, le=MAX_EXPIRATION_SECONDS,
+                                          description="seconds from creation until the session expires; default 86400")
+    assistantOverrides: AssistantOverrides | None = Field(default=None, description="per-session variables and "
+                                                          "engine settings")
     customer: CustomerIn | None = None
     phoneNumberId: str | None = Field(default=None, max_length=36)
-    metadata: Metadata | None = None
+    metadata: Metadata | None = Field(default=None, description="any JSON object, kept and returned as given")
 
 
 class SessionUpdate(Strict):
@@ -189,9 +203,13 @@ class DeleteMany(Strict):
 
 
 class ChatCreate(Strict):
-    sessionId: str | None = Field(default=None, max_length=36)
-    assistantId: str | None = Field(default=None, max_length=36)
-    input: str = Field(min_length=1, max_length=20_000)
+    # One of the two is required: the schema says so with anyOf, the chat service checks it.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["sessionId"]}, {"required": ["assistantId"]}]})
+
+    sessionId: str = Field(default=None, min_length=1, max_length=36, description="the session to continue")
+    assistantId: str = Field(default=None, min_length=1, max_length=36,
+                             description="without sessionId: start a new session with this assistant")
+    input: str = Field(min_length=1, max_length=20_000, description="the user's message")
     assistantOverrides: AssistantOverrides | None = None
 
 
@@ -214,12 +232,12 @@ class ChatQuery(Page):
 
 MESSAGE_STATUSES = ("received", "processed", "failed", "queued", "sending", "sent", "delivered", "undelivered",
                     "blocked")
+MessageStatus = Literal[MESSAGE_STATUSES]  # type: ignore[valid-type]
 
 
 class MessageQuery(Page):
     sessionId: str | None = Field(default=None, max_length=36)
-    status: Literal["received", "processed", "failed", "queued", "sending", "sent", "delivered", "undelivered",
-                    "blocked"] | None = None
+    status: MessageStatus | None = None
 
 
 def parse_query(model: type[BaseModel], args) -> Any:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 LANE_POLL = 0.05
 COMPLETED = "this session is completed; create a new session (POST /api/sessions) to keep chatting"
+NO_ASSISTANT = "this session has no assistant (it was deleted); create a new session with an assistant to keep chatting"
 
 
 def create_chat(runtime: "Runtime", data: ChatCreate) -> Chat:
@@ -80,6 +81,9 @@ def _check_open(runtime: "Runtime", session_id: str) -> None:
             session.status = "completed"
     if session.status != "active":
         raise Conflict(COMPLETED)
+    if session.assistant_id is None:
+        # Nothing could answer: refuse before storing a text no engine will ever see.
+        raise Conflict(NO_ASSISTANT)
 
 
 def _take_lane(runtime: "Runtime", session_id: str) -> Lease:

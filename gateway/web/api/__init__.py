@@ -1,18 +1,15 @@
-"""The REST API under /api (SPEC section 4). Every route needs an API key."""
+"""The REST API under /api (SPEC section 4). Every route needs an API key but the API's own description."""
 
 from __future__ import annotations
-
-import json
 
 from flask import Blueprint, g, request
 
 from gateway.errors import BadRequest, Unauthorized
-from gateway.schemas import Page, parse
 from gateway.services.api_keys import authenticate
 from gateway.web import runtime
 
 api = Blueprint("api", __name__, url_prefix="/api")
-OPEN_ENDPOINTS: set[str] = set()
+OPEN_ENDPOINTS = {"api.openapi_document", "api.docs_page"}  # the API's own description needs no key
 
 
 @api.before_request
@@ -32,37 +29,4 @@ def require_key():
     g.api_key = key
 
 
-def json_body() -> dict:
-    raw = request.get_data(cache=True)
-    try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the request body must be valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
-    if _holds_nul(data):
-        raise BadRequest("text must not contain NUL characters")
-    return data
-
-
-def _refuse_constant(name: str):
-    # Python's json accepts NaN and Infinity; JSON does not, and neither can be stored.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _holds_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
-def page() -> Page:
-    raw = {name: request.args.get(name) for name in ("limit", "offset") if request.args.get(name) is not None}
-    return parse(Page, raw)
-
-
-from gateway.web.api import assistants, chats, phone_numbers, sessions  # noqa: E402,F401  (routes register on import)
+from gateway.web.api import assistants, chats, openapi, phone_numbers, sessions  # noqa: E402,F401  (routes register on import)

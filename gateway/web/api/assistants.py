@@ -4,38 +4,46 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from gateway.schemas import AssistantCreate, AssistantUpdate, parse
+from gateway.api_models import AssistantEnvelope, AssistantList
+from gateway.schemas import AssistantCreate, AssistantUpdate, Page
 from gateway.services import assistants as service
-from gateway.web import runtime
-from gateway.web.api import api, json_body, page
 from gateway.views import assistant_view
+from gateway.web import runtime
+from gateway.web.api import api
+from gateway.web.api.operations import operation
+
+TAG = "Assistants"
 
 
 @api.post("/assistants")
-def create_assistant():
-    assistant = service.create_assistant(runtime(), parse(AssistantCreate, json_body()))
-    return jsonify({"assistant": assistant_view(assistant)}), 201
+@operation(TAG, "Create an assistant", body=AssistantCreate, response=AssistantEnvelope, status=201)
+def create_assistant(body: AssistantCreate):
+    return jsonify({"assistant": assistant_view(service.create_assistant(runtime(), body))}), 201
 
 
 @api.get("/assistants")
-def list_assistants():
-    paging = page()
-    rows, total = service.list_assistants(runtime(), paging.limit, paging.offset)
+@operation(TAG, "List assistants", query=Page, response=AssistantList)
+def list_assistants(query: Page):
+    rows, total = service.list_assistants(runtime(), query.limit, query.offset)
     return jsonify({"assistants": [assistant_view(a) for a in rows], "totalCount": total})
 
 
 @api.get("/assistants/<assistant_id>")
+@operation(TAG, "Get an assistant", response=AssistantEnvelope)
 def get_assistant(assistant_id):
     return jsonify({"assistant": assistant_view(service.get_assistant(runtime(), assistant_id))})
 
 
 @api.patch("/assistants/<assistant_id>")
-def update_assistant(assistant_id):
-    assistant = service.update_assistant(runtime(), assistant_id, parse(AssistantUpdate, json_body()))
-    return jsonify({"assistant": assistant_view(assistant)})
+@operation(TAG, "Update an assistant", body=AssistantUpdate, response=AssistantEnvelope,
+           description="Only the fields given change. Masked credentials sent back as read keep their stored value.")
+def update_assistant(assistant_id, body: AssistantUpdate):
+    return jsonify({"assistant": assistant_view(service.update_assistant(runtime(), assistant_id, body))})
 
 
 @api.delete("/assistants/<assistant_id>")
+@operation(TAG, "Delete an assistant", response=AssistantEnvelope,
+           description="Numbers and sessions that used it keep working without an assistant (assistantId null).")
 def delete_assistant(assistant_id):
     assistant = service.get_assistant(runtime(), assistant_id)
     service.delete_assistant(runtime(), assistant_id)
