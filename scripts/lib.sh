@@ -36,6 +36,11 @@ ensure_python_env() {
   fi
 }
 
+# The docs quick-start test runs the page's curl commands as printed.
+ensure_curl() {
+  command -v curl >/dev/null || apt_install curl
+}
+
 ensure_redis_server() {
   command -v redis-server >/dev/null || apt_install redis-server
 }

@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_python_env test
 ensure_redis_server
+ensure_curl
 ensure_postgres || { [ "${CI:-}" = "true" ] && exit 1; say "PostgreSQL unavailable: its tests will be skipped"; }
 cd "$ROOT"
 exec "$VENV/bin/python" -m pytest "$@"
