@@ -11,11 +11,21 @@ PROVIDERS = ("faq", "echo", "callhq", "vapi", "openai", "webhook")
 
 def _engine_classes() -> dict[str, type]:
     # Imported lazily so that loading one adapter never pulls in the others' dependencies.
+    from adapters.callhq import CallHQEngine
     from adapters.echo import EchoEngine
     from adapters.faq import FaqEngine
+    from adapters.openai_chat import OpenAIChatEngine
+    from adapters.vapi import VapiEngine
     from adapters.webhook import WebhookEngine
 
-    return {"echo": EchoEngine, "faq": FaqEngine, "webhook": WebhookEngine}
+    return {
+        "echo": EchoEngine,
+        "faq": FaqEngine,
+        "callhq": CallHQEngine,
+        "vapi": VapiEngine,
+        "openai": OpenAIChatEngine,
+        "webhook": WebhookEngine,
+    }
 
 
 def available_providers() -> list[str]:

@@ -15,6 +15,7 @@ import click
 from gateway.config import DEFAULT_PORT, ConfigError, Settings
 
 EXIT_USER_ERROR = 2
+PROGRESS_FROM = 100  # items; below this an operation is over before a bar would help
 
 
 class GatewayGroup(click.Group):
@@ -75,6 +76,21 @@ def runtime_for_command(start_queue: bool = False) -> Iterator[Any]:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+class _Silent:
+    def update(self, steps: int) -> None:
+        pass
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Any]:
+    """A progress bar on stderr for long operations (stdout stays clean for --json); nothing for small ones."""
+    if total < PROGRESS_FROM:
+        yield _Silent()
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar
 
 
 # -- running -----------------------------------------------------------------
@@ -156,15 +172,24 @@ def simulate(to: str, from_: str, url: str | None, media: tuple[str, ...], timeo
 
 
 @main.command()
-def sweep() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def sweep(as_json: bool) -> None:
     """Run the expiry and recovery sweep once."""
+    from dataclasses import asdict
+
+    from gateway.services.sweeper import count_expired
     from gateway.services.sweeper import sweep as run_sweep
 
     with runtime_for_command(start_queue=True) as runtime:
-        report = run_sweep(runtime)
+        with progress(count_expired(runtime), "completing expired sessions") as bar:
+            report = run_sweep(runtime, progress=bar.update)
+    if as_json:
+        print_json(asdict(report))
+        return
     click.echo(
         f"expired sessions completed: {report.expired}; "
-        f"turns re-enqueued: {report.turns_recovered}; sends re-enqueued: {report.sends_recovered}"
+        f"turns re-enqueued: {report.turns_recovered}; sends re-enqueued: {report.sends_recovered}; "
+        f"event deliveries re-enqueued: {report.events_recovered}"
     )
 
 
@@ -177,7 +202,8 @@ def db() -> None:
 
 
 @db.command()
-def upgrade() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the applied revisions as JSON.")
+def upgrade(as_json: bool) -> None:
     """Apply pending Alembic migrations."""
     from gateway.db.engine import make_engine
     from gateway.db.migrate import pending_revisions
@@ -190,6 +216,9 @@ def upgrade() -> None:
         apply(engine)
     finally:
         engine.dispose()
+    if as_json:
+        print_json({"applied": list(reversed(pending))})  # oldest first, the order they ran in
+        return
     click.echo(f"database is up to date ({len(pending)} migration(s) applied)")
 
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from gateway.cli import main, print_json, runtime_for_command
+from gateway.cli import main, print_json, progress, runtime_for_command
 from gateway.errors import BadRequest
 from gateway.schemas import AssistantCreate, AssistantUpdate, PhoneNumberCreate, PhoneNumberUpdate, parse
 from gateway.views import assistant_view, message_view, phone_number_view, session_view
@@ -42,13 +42,17 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-def keys_create(name: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"id", "name", "key"} as JSON.')
+def keys_create(name: str, as_json: bool) -> None:
     """Create an API key; the key is printed once, as the last line."""
     from gateway.services.api_keys import create_key
 
     with runtime_for_command() as runtime:
         key, plaintext = create_key(runtime, name)
     click.echo(f"created API key {key.id} ({name}); store it now, it is not shown again:", err=True)
+    if as_json:
+        print_json({"id": key.id, "name": key.name, "key": plaintext})
+        return
     click.echo(plaintext)
 
 
@@ -74,12 +78,16 @@ def keys_list(as_json: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def keys_revoke(key_id: str, as_json: bool) -> None:
     """Revoke an API key: requests using it are refused from now on."""
     from gateway.services.api_keys import revoke_key
 
     with runtime_for_command() as runtime:
         key = revoke_key(runtime, key_id)
+    if as_json:
+        print_json({"id": key.id, "name": key.name, "revokedAt": _iso(key.revoked_at)})
+        return
     click.echo(f"revoked API key {key.id} ({key.name})")
 
 
@@ -97,12 +105,26 @@ def assistants() -> None:
     """Assistants: which engine answers, and how."""
 
 
-def _assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url, variables) -> dict:
+# Options that set one engine setting each, by the setting's name in the engine object (SPEC section 3).
+ENGINE_SETTING_OPTIONS = {
+    "base_url": "baseUrl", "api_key": "apiKey", "model": "model", "remote_assistant_id": "assistantId", "url": "url",
+}
+
+
+def _engine_settings(options: dict) -> dict:
+    return {ENGINE_SETTING_OPTIONS[name]: value for name, value in options.items() if value is not None}
+
+
+def _assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url, variables,
+                      engine_settings: dict | None = None, stored_engine: dict | None = None) -> dict:
+    """The assistant fields the options give; engine settings go over --engine-json, or over ``stored_engine``."""
     data: dict = {}
-    engine = _json_option(engine_json, "--engine-json") or {}
+    given = _json_option(engine_json, "--engine-json")
+    engine = dict(given if given is not None else stored_engine or {})
+    engine.update(engine_settings or {})
     if provider:
         engine["provider"] = provider
-    if engine:
+    if given is not None or provider or engine_settings:
         data["engine"] = engine
     for key, value in (("firstMessage", first_message), ("systemPrompt", system_prompt),
                        ("fallbackMessage", fallback), ("serverUrl", server_url)):
@@ -117,6 +139,12 @@ def _assistant_fields(provider, engine_json, first_message, system_prompt, fallb
 ASSISTANT_OPTIONS = [
     click.option("--provider", help="Engine provider: faq, echo, ..."),
     click.option("--engine-json", help='Engine settings as JSON, e.g. \'{"provider": "faq"}\'.'),
+    click.option("--base-url", help="The engine API's root (callhq, vapi, openai): engine.baseUrl."),
+    click.option("--api-key", help="The engine's API key (callhq, vapi, openai): engine.apiKey; shown masked."),
+    click.option("--model", help="The model (openai): engine.model."),
+    click.option("--remote-assistant-id",
+                 help="The assistant's id on the engine's side (callhq, vapi): engine.assistantId."),
+    click.option("--url", help="The operator's endpoint (webhook): engine.url."),
     click.option("--first-message"),
     click.option("--system-prompt"),
     click.option("--fallback-message", "fallback"),
@@ -142,11 +170,13 @@ def _show_assistant(view: dict, as_json: bool) -> None:
 @assistants.command("add")
 @click.argument("name")
 @assistant_options
-def assistants_add(name, provider, engine_json, first_message, system_prompt, fallback, server_url, variables, as_json):
+def assistants_add(name, provider, engine_json, first_message, system_prompt, fallback, server_url, variables, as_json,
+                   **engine_options):
     """Create an assistant (the faq engine unless told otherwise)."""
     from gateway.services.assistants import create_assistant
 
-    data = {"name": name, **_assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url, variables)}
+    data = {"name": name, **_assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url,
+                                              variables, _engine_settings(engine_options))}
     with runtime_for_command() as runtime:
         assistant = create_assistant(runtime, parse(AssistantCreate, data))
     _show_assistant(assistant_view(assistant), as_json)
@@ -183,30 +213,35 @@ def assistants_show(assistant_id: str) -> None:
 @click.option("--name")
 @assistant_options
 def assistants_update(assistant_id, name, provider, engine_json, first_message, system_prompt, fallback, server_url,
-                      variables, as_json):
-    """Change an assistant's settings."""
+                      variables, as_json, **engine_options):
+    """Change an assistant's settings; engine options change those settings and keep the others."""
     from gateway.services.assistants import get_assistant, update_assistant
 
-    data = _assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url, variables)
-    if name is not None:
-        data["name"] = name
+    settings = _engine_settings(engine_options)
     with runtime_for_command() as runtime:
-        if provider and not engine_json:
-            # Changing only the provider keeps the other engine settings.
-            stored = get_assistant(runtime, assistant_id).engine or {}
-            data["engine"] = {**stored, "provider": provider}
+        # Without --engine-json, --provider and the engine options change the stored engine in place.
+        stored = get_assistant(runtime, assistant_id).engine if engine_json is None and (provider or settings) else None
+        data = _assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url, variables,
+                                 settings, stored)
+        if name is not None:
+            data["name"] = name
         assistant = update_assistant(runtime, assistant_id, parse(AssistantUpdate, data))
     _show_assistant(assistant_view(assistant), as_json)
 
 
 @assistants.command("remove")
 @click.argument("assistant_id")
-def assistants_remove(assistant_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def assistants_remove(assistant_id: str, as_json: bool) -> None:
     """Delete an assistant (numbers using it are left without one)."""
-    from gateway.services.assistants import delete_assistant
+    from gateway.services.assistants import delete_assistant, get_assistant
 
     with runtime_for_command() as runtime:
+        view = assistant_view(get_assistant(runtime, assistant_id))
         delete_assistant(runtime, assistant_id)
+    if as_json:
+        print_json(view)
+        return
     click.echo(f"removed assistant {assistant_id}")
 
 
@@ -312,12 +347,17 @@ def numbers_update(number_id, new_number, as_json, **options):
 
 @numbers.command("remove")
 @click.argument("number_id")
-def numbers_remove(number_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def numbers_remove(number_id: str, as_json: bool) -> None:
     """Delete a number; its sessions stay readable."""
-    from gateway.services.phone_numbers import delete_phone_number
+    from gateway.services.phone_numbers import delete_phone_number, get_phone_number
 
     with runtime_for_command() as runtime:
+        view = phone_number_view(get_phone_number(runtime, number_id))
         delete_phone_number(runtime, number_id)
+    if as_json:
+        print_json(view)
+        return
     click.echo(f"removed phone number {number_id}")
 
 
@@ -329,17 +369,46 @@ def sessions() -> None:
     """Conversations."""
 
 
+SESSION_FILTERS = [
+    click.option("--status", type=click.Choice(["active", "completed"])),
+    click.option("--search", help="Text in the session's name or messages."),
+    click.option("--assistant", "assistant_id", help="Assistant ID."),
+    click.option("--number", "phone_number_id", help="Phone number ID."),
+    click.option("--customer", "customer_number", help="Customer number (E.164 or a form that normalises to it)."),
+]
+
+
+def session_filters(command):
+    for option in reversed(SESSION_FILTERS):
+        command = option(command)
+    return command
+
+
+def _session_filter(**given):
+    from gateway.schemas import SessionQuery
+    from gateway.services.session_queries import SessionFilter
+
+    # The API's query model validates the CLI's filters too (E.164 customer numbers, lengths).
+    query = parse(SessionQuery, {name: value for name, value in {
+        "status": given.get("status"), "search": given.get("search"), "assistantId": given.get("assistant_id"),
+        "phoneNumberId": given.get("phone_number_id"), "customerNumber": given.get("customer_number"),
+    }.items() if value is not None})
+    return SessionFilter(search=query.search, status=query.status, assistant_id=query.assistantId,
+                         phone_number_id=query.phoneNumberId, customer_number=query.customerNumber,
+                         created_before=given.get("created_before"))
+
+
 @sessions.command("list")
-@click.option("--status", type=click.Choice(["active", "completed"]))
-@click.option("--search")
+@session_filters
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
 @click.option("--json", "as_json", is_flag=True)
-def sessions_list(status, search, limit, as_json) -> None:
+def sessions_list(limit, offset, as_json, **filters) -> None:
     """List sessions, newest first."""
-    from gateway.services.session_queries import SessionFilter, list_sessions
+    from gateway.services.session_queries import list_sessions
 
     with runtime_for_command() as runtime:
-        rows, total = list_sessions(runtime, SessionFilter(search=search, status=status), limit, 0)
+        rows, total = list_sessions(runtime, _session_filter(**filters), limit, offset)
     views = [session_view(s, c) for s, c in rows]
     if as_json:
         print_json({"sessions": views, "totalCount": total})
@@ -388,3 +457,46 @@ def sessions_end(session_id: str, as_json: bool) -> None:
         print_json(session_view(session, customer))
     else:
         click.echo(f"session {session_id} {'completed' if changed else 'was already completed'}")
+
+
+@sessions.command("delete")
+@click.argument("session_ids", nargs=-1)
+@session_filters
+@click.option("--before", "created_before", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only sessions created before this date (UTC), e.g. 2026-01-31.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+def sessions_delete(session_ids, created_before, yes, as_json, **filters) -> None:
+    """Delete sessions (with their messages and chats): the IDs given, or every session the filters match."""
+    from datetime import timezone
+
+    from gateway.services.session_api import delete_sessions
+    from gateway.services.session_queries import matching_session_ids
+
+    if session_ids and (created_before or any(value is not None for value in filters.values())):
+        raise BadRequest("give session IDs or filters, not both")
+    if not session_ids and not (created_before or any(value is not None for value in filters.values())):
+        raise BadRequest("give session IDs, or filters such as --status completed --before 2026-01-31")
+    with runtime_for_command() as runtime:
+        if session_ids:
+            ids = list(dict.fromkeys(session_ids))
+        else:
+            before = created_before.replace(tzinfo=timezone.utc) if created_before else None
+            ids = matching_session_ids(runtime, _session_filter(**filters, created_before=before))
+        if ids and not yes:
+            if not click.get_text_stream("stdin").isatty():
+                raise BadRequest(f"refusing to delete {len(ids)} session(s) without --yes")
+            click.confirm(f"Delete {len(ids)} session(s) with their messages and chats?", abort=True, err=True)
+        deleted = 0
+        with progress(len(ids), "deleting sessions") as bar:
+            for start in range(0, len(ids), DELETE_BATCH):
+                batch = ids[start:start + DELETE_BATCH]
+                deleted += delete_sessions(runtime, batch)
+                bar.update(len(batch))
+    if as_json:
+        print_json({"deleted": deleted, "matched": len(ids)})
+        return
+    click.echo(f"deleted {deleted} session(s)")
+
+
+DELETE_BATCH = 500  # sessions per transaction: short locks, steady progress

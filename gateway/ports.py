@@ -82,9 +82,15 @@ class SmsSender(Protocol):
 class JobQueue(Protocol):
     """Runs gateway jobs (functions of gateway.jobs, by name) asynchronously."""
 
+    name: str
+
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None: ...
 
     def ping(self) -> None: ...
+
+    def depth(self) -> int:
+        """Jobs waiting to run (for /metrics)."""
+        ...
 
 
 JobFunction = Callable[..., Any]

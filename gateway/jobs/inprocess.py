@@ -55,6 +55,11 @@ class InProcessQueue:
             self._busy += 1
         self._ready.put((job, args))
 
+    def depth(self) -> int:
+        """Jobs waiting: ready ones not yet taken by a thread, and delayed ones."""
+        with self._lock:
+            return self._ready.qsize() + len(self._delayed)
+
     def ping(self) -> None:
         if not self._threads or not all(t.is_alive() for t in self._threads):
             raise RuntimeError("embedded queue threads are not running")

@@ -24,6 +24,7 @@ from gateway.db.ops import lock_row
 from gateway.domain.phone import mask
 from gateway.domain.segments import describe, split_body
 from gateway.ports import OutboundSms, SendError
+from gateway import metrics
 from gateway.services import events, optouts
 from gateway.services.leases import Lease, work_lane
 from gateway.services.sessions import next_seqs
@@ -396,12 +397,14 @@ def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None
     changed = tx.execute(update(Message).where(Message.id == message_id, Message.status.in_(lower)).values(**values))
     if changed.rowcount:
         events.message_status_event(tx, message_id, now)
+        metrics.message_status(status)
 
 
 def _set(tx: DbSession, message_id: str, now: datetime, **values) -> None:
     tx.execute(update(Message).where(Message.id == message_id).values(updated_at=now, **values))
     if "status" in values:
         events.message_status_event(tx, message_id, now)
+        metrics.message_status(values["status"])
 
 
 def _set_failed(tx: DbSession, message_id: str, code: int | None, reason: str, now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, func, or_, select
@@ -21,6 +22,7 @@ class SessionFilter:
     assistant_id: str | None = None
     phone_number_id: str | None = None
     customer_number: str | None = None
+    created_before: datetime | None = None
 
 
 def _like(text: str) -> str:
@@ -37,6 +39,8 @@ def _filtered(query, filters: SessionFilter):
         query = query.where(Session.phone_number_id == filters.phone_number_id)
     if filters.customer_number:
         query = query.where(Session.customer_id.in_(select(Customer.id).where(Customer.number == filters.customer_number)))
+    if filters.created_before:
+        query = query.where(Session.created_at < filters.created_before)
     if filters.search:
         pattern = _like(filters.search)
         in_messages = exists().where(Message.session_id == Session.id, Message.content.ilike(pattern, escape="\\"))
@@ -55,6 +59,20 @@ def list_sessions(runtime: "Runtime", filters: SessionFilter, limit: int, offset
             .offset(offset)
         ).all()
     return [(row[0], row[1]) for row in rows], total
+
+
+def matching_session_ids(runtime: "Runtime", filters: SessionFilter, batch: int = 1000) -> list[str]:
+    """Every id the filter matches, read in pages of ``batch`` (for bulk operations)."""
+    ids: list[str] = []
+    while True:
+        with runtime.db.begin() as tx:
+            query = _filtered(select(Session.id), filters).order_by(Session.id).limit(batch)
+            if ids:
+                query = query.where(Session.id > ids[-1])  # keyset paging: stable while rows are deleted
+            page = list(tx.scalars(query))
+        ids += page
+        if len(page) < batch:
+            return ids
 
 
 def get_session(runtime: "Runtime", session_id: str, with_messages: bool = True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import func, or_, select
 
@@ -34,8 +34,9 @@ class SweepReport:
     events_recovered: int = 0
 
 
-def sweep(runtime: "Runtime") -> SweepReport:
-    expired = complete_expired(runtime)
+def sweep(runtime: "Runtime", progress: Callable[[int], None] | None = None) -> SweepReport:
+    """``progress(n)`` is told after each batch of n expired sessions is completed (the CLI's progress bar)."""
+    expired = complete_expired(runtime, progress)
     turns = _recover(runtime, "process_turns", _stuck_turns)
     sends = _recover(runtime, "send_pending", _stuck_sends)
     deliveries = _recover(runtime, "deliver_event", lambda _runtime, cutoff, now: due_events(now, cutoff))
@@ -46,7 +47,15 @@ def sweep(runtime: "Runtime") -> SweepReport:
     return report
 
 
-def complete_expired(runtime: "Runtime") -> int:
+def count_expired(runtime: "Runtime") -> int:
+    with runtime.db.begin() as tx:
+        return tx.scalar(
+            select(func.count()).select_from(Session).where(Session.status == "active",
+                                                            Session.expires_at <= runtime.clock.now())
+        ) or 0
+
+
+def complete_expired(runtime: "Runtime", progress: Callable[[int], None] | None = None) -> int:
     now = runtime.clock.now()
     total = 0
     while True:
@@ -60,6 +69,8 @@ def complete_expired(runtime: "Runtime") -> int:
         for session_id in completed:
             log.info("event=session.completed session=%s reason=expired", session_id)
         total += len(completed)
+        if progress is not None:
+            progress(len(ids))
         if len(ids) < BATCH:
             return total
 

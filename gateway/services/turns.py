@@ -32,6 +32,7 @@ from adapters.base import (
 from gateway.db.models import Assistant, Chat, Customer, Message, PhoneNumber, Session, new_id
 from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
 from gateway.domain.templates import merge_variables, render
+from gateway import metrics
 from gateway.services import events, optouts
 from gateway.services.leases import Lease, LeaseLost, work_lane
 from gateway.services.outbound import queue_replies
@@ -193,7 +194,9 @@ def _ask_engine(runtime: "Runtime", lease: Lease, batch: Batch, situation: Situa
         # looking like a dead worker.
         reply = call_with_retries(engine, context, turn, policy, sleep=runtime.clock.sleep, before_try=lambda _: lease.renew())
     except EngineError as error:
-        return _fail(runtime, lease, batch, situation, error.reason, engine=provider, elapsed=_ms(started))
+        # The state too: a remote session opened before the failure is reused by the next turn.
+        return _fail(runtime, lease, batch, situation, error.reason, engine=provider, elapsed=_ms(started),
+                     engine_state=context.state)
     except LeaseLost:
         raise
     except Exception as error:
@@ -208,12 +211,13 @@ def _ask_engine(runtime: "Runtime", lease: Lease, batch: Batch, situation: Situa
     )
 
 
-def _fail(runtime, lease, batch, situation, reason: str, *, engine: str | None, elapsed: int) -> str | None:
+def _fail(runtime, lease, batch, situation, reason: str, *, engine: str | None, elapsed: int,
+          engine_state: dict | None = None) -> str | None:
     fallback = render(situation.assistant.fallback_message, situation.variables) if situation.assistant else None
     log.warning("event=turn.failed session=%s messages=%s reason=%s", lease.session_id, ",".join(batch.ids), reason)
     return _finish(
         runtime, lease, batch, situation, [fallback] if fallback else [], "fallback",
-        failure=reason, engine=engine, elapsed=elapsed, handling="engine",
+        failure=reason, engine=engine, elapsed=elapsed, engine_state=engine_state, handling="engine",
     )
 
 
@@ -289,6 +293,7 @@ def _finish(
         "event=turn.%s session=%s messages=%s replies=%d engine=%s engine_ms=%s",
         "failed" if failure else "processed", session.id, ",".join(batch.ids), len(queued), engine or "-", elapsed,
     )
+    metrics.turn("failed" if failure else "processed", engine, elapsed)
     if queued and channel == "sms":
         runtime.enqueue("send_pending", session.id)
     return chat.id if chat else None

@@ -1,10 +1,11 @@
-"""GET /healthz: the database and the queue both answer (SPEC section 9)."""
+"""GET /healthz (the database and the queue both answer) and GET /metrics (SPEC section 9)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
+from gateway import metrics
 from gateway.web import runtime
 
 blueprint = Blueprint("health", __name__)
@@ -26,3 +27,9 @@ def healthz():
         checks["queue"] = f"error: {type(error).__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return jsonify({"status": "ok" if healthy else "error", "checks": checks}), 200 if healthy else 503
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    body, content_type = metrics.render(runtime())
+    return Response(body, content_type=content_type)

@@ -8,12 +8,14 @@ gateway changes the URL Flask sees.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from flask import Blueprint, Response, jsonify, request
 from twilio.request_validator import RequestValidator
 
-from gateway.errors import Forbidden, NotFound
+from gateway import metrics
+from gateway.errors import Forbidden, GatewayError, NotFound
 from gateway.services import outbound, readback
 from gateway.services.inbound import accept_inbound, parse_inbound
 from gateway.web import runtime
@@ -42,15 +44,38 @@ def require_signature(params) -> None:
         raise Forbidden("invalid or missing X-Twilio-Signature")
 
 
+def counted(kind: str):
+    """Count each webhook by its outcome: the view returns one, a refusal is counted by its kind."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def handle():
+            try:
+                outcome = view()
+            except Forbidden:
+                metrics.webhook(kind, "bad_signature")
+                raise
+            except GatewayError:
+                metrics.webhook(kind, "invalid")
+                raise
+            metrics.webhook(kind, outcome)
+            return empty_twiml()
+
+        return handle
+
+    return decorate
+
+
 @blueprint.post("/sms")
-def inbound_sms():
+@counted("sms")
+def inbound_sms() -> str:
     require_signature(request.form)
-    accept_inbound(runtime(), parse_inbound(request.form))
-    return empty_twiml()
+    return accept_inbound(runtime(), parse_inbound(request.form)).outcome
 
 
 @blueprint.post("/status")
-def status_callback():
+@counted("status")
+def status_callback() -> str:
     require_signature(request.form)
     form = request.form
     known = outbound.apply_status(
@@ -58,7 +83,7 @@ def status_callback():
     )
     if not known:
         log.info("event=status.unknown sid=%s status=%s", form.get("MessageSid"), form.get("MessageStatus"))
-    return empty_twiml()
+    return "applied" if known else "unknown_sid"
 
 
 @blueprint.get("/simulator/conversation")

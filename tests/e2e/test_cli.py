@@ -347,9 +347,10 @@ def test_db_upgrade_on_a_fresh_postgres_database(tmp_path):
 
 
 def test_sweep_on_a_fresh_instance_prints_the_counts(tmp_path):
-    """`gateway sweep` on a fresh instance exits 0 and prints the three counts, all zero."""
+    """`gateway sweep` on a fresh instance exits 0 and prints the four counts, all zero."""
     result = ok(gateway(tmp_path / "instance", "sweep"))
-    assert result.stdout.strip() == "expired sessions completed: 0; turns re-enqueued: 0; sends re-enqueued: 0"
+    assert result.stdout.strip() == ("expired sessions completed: 0; turns re-enqueued: 0; sends re-enqueued: 0; "
+                                     "event deliveries re-enqueued: 0")
 
 
 def test_worker_without_redis_url_names_the_variable(tmp_path):
