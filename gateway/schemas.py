@@ -209,7 +209,14 @@ class ChatCreate(Strict):
     sessionId: str = Field(default=None, min_length=1, max_length=36, description="the session to continue")
     assistantId: str = Field(default=None, min_length=1, max_length=36,
                              description="without sessionId: start a new session with this assistant")
-    input: str = Field(min_length=1, max_length=20_000, description="the user's message")
+    input: str = Field(min_length=1, max_length=20_000, description="the user's message (not only whitespace)")
+
+    @field_validator("input")
+    @classmethod
+    def has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain text, not only whitespace")
+        return value
     assistantOverrides: AssistantOverrides | None = None
 
 

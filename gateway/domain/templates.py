@@ -15,10 +15,14 @@ _reported_lock = threading.Lock()
 
 
 def merge_variables(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Earlier layers win: session overrides, then assistant defaults, then built-ins."""
+    """Earlier layers win: session overrides, then assistant defaults, then built-ins.
+
+    A null value means "not set here", so the next layer's value shows through
+    (a session override of null must not blank the assistant's default).
+    """
     merged: dict[str, Any] = {}
     for layer in reversed(layers):
-        merged.update(layer or {})
+        merged.update({name: value for name, value in (layer or {}).items() if value is not None})
     return merged
 
 

@@ -34,7 +34,12 @@ def _existing(tx, model, object_id: str | None, field: str):
 
 
 def _customer(tx, customer, now) -> Customer | None:
-    if customer is None or customer.number is None:
+    if customer is None:
+        return None
+    if customer.number is None:
+        if customer.name is not None:
+            # A customer is known by number; dropping the name silently would lose what the client sent.
+            raise InvalidField("customer.number", "customer.number is required when a customer is given")
         return None
     customer_id = ensure_customer(tx, customer.number, now)
     row = tx.get(Customer, customer_id)
@@ -139,6 +144,22 @@ def delete_sessions(runtime: "Runtime", session_ids: list[str]) -> int:
     return len(sessions)
 
 
+def _get_or_open_on_number(runtime: "Runtime", data: SessionGetOrCreate) -> tuple[Session, bool]:
+    """That number's SMS session with the customer, opened if there is none (the same key texts use)."""
+    now = runtime.clock.now()
+    with runtime.db.begin() as tx:
+        _existing(tx, Assistant, data.assistantId, "assistantId")
+        number = _existing(tx, PhoneNumber, data.phoneNumberId, "phoneNumberId")
+        customer = _customer(tx, data.customer, now)
+        opened = open_sms_session(tx, number, customer.id, customer.number, now)
+        if opened.created and opened.session.assistant_id:
+            # Opened through the API, not by a text: it starts with the firstMessage, like POST /api/sessions.
+            _first_message(tx, opened.session, tx.get(Assistant, opened.session.assistant_id), number, customer, now)
+    if opened.created:
+        runtime.enqueue("send_pending", opened.session.id)  # the first message goes out by SMS
+    return opened.session, opened.created
+
+
 def delete_session(runtime: "Runtime", session_id: str) -> None:
     if delete_sessions(runtime, [session_id]) == 0:
         raise NotFound(f"no session with id {session_id!r}")
@@ -146,14 +167,12 @@ def delete_session(runtime: "Runtime", session_id: str) -> None:
 
 def get_or_create(runtime: "Runtime", data: SessionGetOrCreate) -> tuple[Session, bool]:
     """The customer's active session with this assistant (or on this number), or a new one; (session, created)."""
+    if data.phoneNumberId is not None:
+        return _get_or_open_on_number(runtime, data)
     now = runtime.clock.now()
     with runtime.db.begin() as tx:
         assistant = _existing(tx, Assistant, data.assistantId, "assistantId")
-        number = _existing(tx, PhoneNumber, data.phoneNumberId, "phoneNumberId")
         customer = _customer(tx, data.customer, now)
-        if number is not None:
-            opened = open_sms_session(tx, number, customer.id, customer.number, now)
-            return opened.session, opened.created
         found = _active_api_session(tx, assistant.id, customer.id, now)
         if found is not None:
             return found, False

@@ -40,7 +40,8 @@ def _unknown_warnings(caplog, name: str) -> list[logging.LogRecord]:
         pytest.param(({"a": 1}, None), {"a": 1}, id="trailing None ignored"),
         pytest.param((None, None), {}, id="only None"),
         pytest.param(({}, {"a": 1}), {"a": 1}, id="empty layer hides nothing"),
-        pytest.param(({"a": None}, {"a": 1}), {"a": None}, id="an explicit None value still wins"),
+        pytest.param(({"a": None}, {"a": 1}), {"a": 1}, id="a None value is unset: the next layer shows"),
+        pytest.param(({"a": None}, None), {}, id="a None value alone is dropped"),
     ],
 )
 def test_merge_variables_precedence(layers, expected):

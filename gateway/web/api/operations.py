@@ -52,16 +52,20 @@ def operation(tag: str, summary: str, *, response: type[BaseModel], status: int 
     return decorate
 
 
+MAX_DEPTH = 32  # objects and lists inside each other; deeper is no request this API takes
+
+
 def json_body() -> dict:
     raw = request.get_data(cache=True)
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the request body must be valid JSON") from None
+        raise BadRequest("the request body must be valid JSON (finite numbers only)") from None
+    except RecursionError:
+        raise BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
-    if _holds_nul(data):
-        raise BadRequest("text must not contain NUL characters")
+    _check_values(data)
     return data
 
 
@@ -70,11 +74,24 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _holds_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large")  # 1e400 would become Infinity, which JSON cannot carry back
+    return value
+
+
+def _check_values(data: dict) -> None:
+    """Refuse NUL characters (PostgreSQL text cannot hold them) and deep nesting, without recursion."""
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise BadRequest("text must not contain NUL characters")
+        elif isinstance(value, dict):
+            pending += [(key, depth) for key in value] + [(item, depth + 1) for item in value.values()]
+        elif isinstance(value, list):
+            pending += [(item, depth + 1) for item in value]
