@@ -80,11 +80,14 @@ def params(cases: list[Case]) -> list:
 
 
 def run(case: Case, caplog) -> None:
+    from gateway.logs import OWN_LOGGERS
+
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
     caplog.set_level(logging.DEBUG)
     # The gateway's own loggers stop propagating once configured; listen to them directly.
-    logging.getLogger("gateway").addHandler(caplog.handler)
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).addHandler(caplog.handler)
     upstream = ScriptedUpstream(case.answers).start()
     try:
         base = upstream.url if case.upstream == "scripted" else f"http://127.0.0.1:{free_port()}"
@@ -92,7 +95,8 @@ def run(case: Case, caplog) -> None:
         replies, error, context = _play(case, config, _substitute(case.context, base))
     finally:
         upstream.stop()
-        logging.getLogger("gateway").removeHandler(caplog.handler)
+        for own in OWN_LOGGERS:
+            logging.getLogger(own).removeHandler(caplog.handler)
 
     _check_outcome(case, replies, error, context)
     _check_requests(case, upstream)
