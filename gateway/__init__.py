@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     from gateway.logs import configure_logging
     from gateway.web import errors, health, twilio
     from gateway.web.api import api
+    from gateway.web.console import console
 
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     configure_logging(settings.log_level)
@@ -29,5 +30,6 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     app.register_blueprint(twilio.blueprint)
     app.register_blueprint(api)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(console)
     errors.register(app)
     return app

@@ -57,3 +57,9 @@ ensure_postgres() {
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 1; done
   say "PostgreSQL did not come up on 127.0.0.1:5432"; return 1
 }
+
+# Debian's Chromium at /usr/bin/chromium for the console's browser tests (Playwright drives it;
+# `playwright install` is never used, so no browser is downloaded from elsewhere).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
+}
