@@ -1,0 +1,287 @@
+"""bench/ingest: how many signed Twilio webhooks the web tier stores per second, next to a bare Flask app.
+
+    .venv/bin/python bench/ingest.py [--seconds 8] [--rounds 2] [--profile]
+
+Starts the production stack (bench/common.py: gunicorn with the Procfile's
+arguments, PostgreSQL scratch database, own redis-server, `gateway worker`
+processes) and, under the same gunicorn arguments, a bare Flask app whose one
+route answers empty TwiML. Thousands of distinct webhooks (distinct customers
+and MessageSids, so each opens a new session: the most expensive path),
+signed with twilio's RequestValidator against GATEWAY_PUBLIC_URL, are built
+before the clock starts and fired over 16 concurrent connections, bare and
+gateway alternately, round after round.
+
+Reported: requests/s, p50 and p99 for both and the ratio; CPU per request of
+each part (client, gunicorn, PostgreSQL backends, Redis) and of the whole
+machine, which shows how much other work shared the cores; then a paced
+(open-loop) run at half the gateway's peak with its p50/p99.
+
+The web tier is measured alone: the `gateway worker` processes start after
+the timed runs and answer a share of the stored texts, which shows the jobs
+the webhooks enqueued are real, and how fast two workers drain them. On two
+cores, workers running during the peak would measure the workers as much as
+the webhook (in production they run on other machines; --workers-during
+shows that case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    EMPTY_TWIML, CpuMeter, MachineCpu, Profiler, Stack, customer_number, exit_cleanly_on_signals, load_note,
+    machine, postgres_pids, print_machine, signed_request, webhook_params,
+)
+from bench.load import Result, fire  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+TARGET_RATIO = 0.6
+TARGET_PACED_P99_MS = 25.0
+
+
+class Webhooks:
+    """Distinct signed webhooks, built ahead of each run (never while the clock runs)."""
+
+    def __init__(self, port: int, public_url: str, area: str):
+        self.port = port
+        self.public_url = public_url
+        self.area = area
+        self.next = 0
+
+    def take(self, count: int) -> list[bytes]:
+        start, self.next = self.next, self.next + count
+        return [signed_request(webhook_params(customer_number(i, self.area), i), self.port, self.public_url)
+                for i in range(start, self.next)]
+
+
+def measured(stack: Stack, process, port: int, requests: list[bytes], *, seconds: float | None, rate: float | None,
+             connections: int) -> tuple[Result, dict]:
+    """One run with the CPU seconds of every part, per request."""
+    parts = {
+        "gunicorn": CpuMeter(stack.pids(process)).start(),
+        "postgres": CpuMeter(postgres_pids(stack)).start(),
+        "redis": CpuMeter([stack.redis.process.pid]).start(),
+    }
+    machine_cpu = MachineCpu().start()
+    result = fire(port, requests, connections=connections, duration=seconds, rate=rate, expect_body=EMPTY_TWIML)
+    answered = max(1, len(result.latencies))
+    cpu = {name: meter.stop() / answered * 1e6 for name, meter in parts.items()}
+    cpu["client"] = result.client_us_per_request
+    total = machine_cpu.stop()
+    cpu["machine"] = total / answered * 1e6
+    ours = sum(cpu[name] for name in ("gunicorn", "postgres", "redis", "client"))
+    cpu["others"] = max(0.0, cpu["machine"] - ours)
+    cpu["machine_busy_cores"] = total / result.elapsed if result.elapsed else 0.0
+    return result, cpu
+
+
+def cpu_line(cpu: dict) -> str:
+    return (
+        f"      CPU us/request: gunicorn {cpu['gunicorn']:.0f}, postgres {cpu['postgres']:.0f}, redis {cpu['redis']:.0f}, "
+        f"client {cpu['client']:.0f}; other processes on the machine {cpu['others']:.0f} "
+        f"(machine busy {cpu['machine_busy_cores']:.2f} of 2 cores)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each timed peak run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed run before each timed one")
+    parser.add_argument("--rounds", type=int, default=2, help="bare/gateway pairs, run alternately")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2, help="`gateway worker` processes")
+    parser.add_argument("--drain-seconds", type=float, default=8.0, help="how long the workers run after the timed runs")
+    parser.add_argument("--workers-during", action="store_true", help="run the workers during the timed runs too")
+    parser.add_argument("--profile", action="store_true", help="py-spy the gunicorn workers in an extra gateway run")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also run the gateway as of this git ref (e.g. HEAD), side by side, on the same database")
+    parser.add_argument("--json", type=Path, default=OUT / "ingest.json")
+    args = parser.parse_args()
+    exit_cleanly_on_signals()
+
+    print("bench/ingest: signed webhooks, 16 connections, gateway vs bare Flask under the Procfile's gunicorn")
+    print_machine()
+    figures: dict = {"machine": machine(), "load_before": load_note(), "rounds": []}
+
+    baseline_tree = None
+    if args.baseline:
+        import tempfile
+
+        from bench.common import export_tree
+
+        baseline_tree = export_tree(args.baseline, Path(tempfile.mkdtemp(prefix="gw-bench-baseline-")))
+    try:
+        return run(args, figures, baseline_tree)
+    finally:
+        if baseline_tree is not None:
+            import shutil
+
+            shutil.rmtree(baseline_tree, ignore_errors=True)
+
+
+def run(args, figures: dict, baseline_tree: Path | None) -> int:
+    with Stack(bare=True, baseline=baseline_tree) as stack:
+        stack.configure_number()
+        if args.workers_during:
+            stack.start_workers(args.workers)
+        print(f"gunicorn {' '.join(stack.web.args[:-1])} <app>; gateway on :{stack.web_port}, bare on :{stack.bare_port}")
+        gateway_hooks = Webhooks(stack.web_port, stack.public_url, "212")
+        bare_pool = Webhooks(stack.bare_port, stack.public_url, "646").take(4000)
+        stored_expected = 0
+        peaks = []
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number} ({load_note()})")
+            # Bare first: its rate bounds how many distinct webhooks the gateway run can use.
+            cycle = bare_pool * (1 + int(4000 * (args.seconds + args.warmup) // len(bare_pool)))
+            fire(stack.bare_port, cycle, connections=args.connections, duration=args.warmup)
+            bare, bare_cpu = measured(stack, stack.bare, stack.bare_port, cycle, seconds=args.seconds, rate=None,
+                                      connections=args.connections)
+            print(f"  bare    {bare.summary()}")
+            print(cpu_line(bare_cpu))
+            budget = int(bare.rate * 1.3 * (args.seconds + args.warmup)) + 1000
+            entry: dict = {}
+            if baseline_tree is not None:
+                # The code as of --baseline, same gunicorn arguments, same database and Redis.
+                requests = gateway_hooks.take(budget)
+                warm = fire(stack.baseline_port, requests, connections=args.connections, duration=args.warmup,
+                            expect_body=EMPTY_TWIML)
+                stored_expected += warm.ok
+                before, before_cpu = measured(stack, stack.baseline, stack.baseline_port, requests[warm.sent:],
+                                              seconds=args.seconds, rate=None, connections=args.connections)
+                stored_expected += before.ok
+                print(f"  {args.baseline:7s} {before.summary()}")
+                print(cpu_line(before_cpu))
+                entry["baseline"] = _figures(before, before_cpu)
+            requests = gateway_hooks.take(budget)
+            warm = fire(stack.web_port, requests, connections=args.connections, duration=args.warmup,
+                        expect_body=EMPTY_TWIML)
+            stored_expected += warm.ok
+            gateway, gateway_cpu = measured(stack, stack.web, stack.web_port, requests[warm.sent:],
+                                            seconds=args.seconds, rate=None, connections=args.connections)
+            stored_expected += gateway.ok
+            if gateway.sent >= len(requests) - warm.sent:
+                print("  (the gateway used every prepared webhook before the time was up)")
+            print(f"  gateway {gateway.summary()}")
+            print(cpu_line(gateway_cpu))
+            ratio = gateway.rate / bare.rate if bare.rate else 0.0
+            print(f"  ratio gateway/bare {ratio:.3f}"
+                  + (f"; gateway/{args.baseline} {gateway.rate / before.rate:.2f}x" if baseline_tree and before.rate else ""))
+            peaks.append(gateway.rate)
+            figures["rounds"].append({
+                "bare": _figures(bare, bare_cpu), "gateway": _figures(gateway, gateway_cpu), "ratio": ratio, **entry,
+            })
+
+        peak = statistics.median(peaks)
+        rate = peak / 2
+        print(f"paced: {rate:.0f} webhooks/s (half the gateway's median peak of {peak:.0f}/s) for {args.paced_seconds:g} s, "
+              "open loop: latency counted from each request's due time")
+        # Twice: right after the peak runs, while PostgreSQL's autovacuum and checkpointer deal with their
+        # ~10,000 new rows, and once that work is done (VACUUM ANALYZE and CHECKPOINT run to completion).
+        paced_runs = {}
+        for phase in ("right after the peak runs", "settled"):
+            if phase == "settled":
+                with stack.psql() as connection:
+                    connection.execute("VACUUM ANALYZE customers, sessions, messages")
+                    connection.execute("CHECKPOINT")
+            requests = gateway_hooks.take(int(rate * args.paced_seconds))
+            paced, paced_cpu = measured(stack, stack.web, stack.web_port, requests, seconds=None, rate=rate,
+                                        connections=args.connections)
+            stored_expected += paced.ok
+            print(f"  gateway {paced.summary()}  [{phase}]")
+            print(f"      from the write of each request: p50 {paced.p(50, 'service'):.2f} ms  "
+                  f"p99 {paced.p(99, 'service'):.2f} ms")
+            print(cpu_line(paced_cpu))
+            paced_runs[phase] = (paced, paced_cpu)
+        after_peak = paced_runs["right after the peak runs"][0]
+        bare_paced = fire(stack.bare_port, bare_pool * (1 + int(rate * args.paced_seconds) // len(bare_pool)),
+                          connections=args.connections, duration=args.paced_seconds, rate=rate, expect_body=EMPTY_TWIML)
+        print(f"  bare    {bare_paced.summary()}  (same rate, for reference)")
+        figures["paced"] = {"rate": rate, "gateway": _figures(paced, paced_cpu), "bare": _figures(bare_paced, {}),
+                            "gateway_right_after_peak": _figures(after_peak, paced_runs["right after the peak runs"][1])}
+        if baseline_tree is not None:
+            requests = gateway_hooks.take(int(rate * args.paced_seconds))
+            before_paced = fire(stack.baseline_port, requests, connections=args.connections, rate=rate,
+                                expect_body=EMPTY_TWIML)
+            stored_expected += before_paced.ok
+            print(f"  {args.baseline:7s} {before_paced.summary()}  (same rate)")
+            figures["paced"]["baseline"] = _figures(before_paced, {})
+
+        if args.profile:
+            print("profile: py-spy on the gunicorn workers during an extra peak run (not counted above)")
+            requests = gateway_hooks.take(int(peak * 1.3 * args.seconds) + 500)
+            profiler = Profiler(stack.pids(stack.web)[1:], args.seconds, OUT / "ingest-profile.txt")
+            try:
+                extra = fire(stack.web_port, requests, connections=args.connections, duration=args.seconds,
+                             expect_body=EMPTY_TWIML)
+            finally:
+                summary = profiler.finish()
+            stored_expected += extra.ok
+            print(f"  gateway {extra.summary()}")
+            print("  " + "\n  ".join(summary.splitlines()[:45]))
+            print(f"  (whole summary: {profiler.out})")
+
+        # Every 200 means a committed text and an enqueued turn.
+        with stack.psql() as connection:
+            stored = connection.execute("SELECT count(*) FROM messages WHERE role = 'user'").fetchone()[0]
+        queued = stack.runtime.queue.depth()
+        print(f"check: {stored_expected} answered 200, {stored} texts stored, {queued} turn jobs waiting in Redis")
+        figures["check"] = {"answered": stored_expected, "stored": stored, "queued": queued}
+        ok = stored == stored_expected
+
+        if not args.workers_during and args.workers:
+            stack.start_workers(args.workers)
+            began = time.monotonic()
+            time.sleep(args.drain_seconds)
+            elapsed = time.monotonic() - began
+            with stack.psql() as connection:
+                done = connection.execute(
+                    "SELECT count(*) FROM messages WHERE role = 'user' AND status <> 'received'").fetchone()[0]
+            sent = len(stack.fake_twilio.creates)
+            print(f"workers: {args.workers} `gateway worker` processes answered {done} texts and sent {sent} replies "
+                  f"to the fake Twilio in {elapsed:.0f} s ({done / elapsed:.0f} turns/s)")
+            figures["drain"] = {"workers": args.workers, "turns": done, "sends": sent, "seconds": elapsed}
+
+    ratios = [r["ratio"] for r in figures["rounds"]]
+    paced_p99 = paced.p(99)
+    print("\nresult")
+    print(f"  ingest ratio gateway/bare: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}); "
+          f"target >= {TARGET_RATIO}: {'holds' if statistics.median(ratios) >= TARGET_RATIO else 'MISSED'}")
+    print(f"  webhook p99 at half the peak ({rate:.0f}/s): {paced_p99:.1f} ms from the due time, "
+          f"{paced.p(99, 'service'):.1f} ms from the write; target < {TARGET_PACED_P99_MS:g} ms: "
+          f"{'holds' if paced_p99 < TARGET_PACED_P99_MS else 'MISSED'} "
+          f"(right after the peak runs: {after_peak.p(99):.1f} ms, "
+          f"{'holds' if after_peak.p(99) < TARGET_PACED_P99_MS else 'missed'})")
+    print(f"  {load_note()}")
+    figures["load_after"] = load_note()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2))
+    if not ok:
+        print("error: the number of stored texts differs from the number of 200 answers", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _figures(result: Result, cpu: dict) -> dict:
+    return {
+        "rate": round(result.rate, 1),
+        "p50_ms": round(result.p(50), 2),
+        "p99_ms": round(result.p(99), 2),
+        "p99_from_write_ms": round(result.p(99, "service"), 2),
+        "requests": len(result.latencies),
+        "ok": result.ok,
+        "errors": len(result.errors),
+        "cpu_us_per_request": {k: round(v, 1) for k, v in cpu.items()},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
