@@ -100,7 +100,7 @@ class JsonServer:
         self.stop()
 
     def answer(self, request: Recorded) -> Answer:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each fake says how it answers (ScriptedUpstream, _ProtocolFake)
 
     def _handler(self):
         server = self
@@ -207,7 +207,7 @@ class _ProtocolFake(JsonServer):
         return getattr(self, route)(body)
 
     def authorised(self, request: Recorded) -> bool:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each protocol checks its own header (x-api-key or Bearer)
 
     def calls(self, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.path.split("?")[0] == path]
