@@ -21,34 +21,23 @@ in the session's engine state. Per turn: ``POST {baseUrl}/api/chats``
 
 from __future__ import annotations
 
-from adapters.base import EngineContext, PermanentEngineError, Reply, UserTurn, text_with_media_note
-from adapters.http import EngineRefused, join_url, malformed, post_json, reported_cost, turn_deadline
-from adapters.session_chat import id_of, operator_variables, output_texts, remote_state
-from adapters.settings import require_text, require_url
+from adapters.base import EngineContext, Reply, UserTurn, text_with_media_note
+from adapters.http import EngineRefused, malformed, reported_cost, turn_deadline
+from adapters.session_chat import SessionChatEngine, id_of, operator_variables, output_texts, remote_state
 
 SESSION_NAME_LIMIT = 40  # CallHQ-style APIs refuse longer session names
 ENGINE_OVERRIDES = ("model", "temperature", "maxTokens")
 
 
-class CallHQEngine:
+class CallHQEngine(SessionChatEngine):
     provider = "callhq"
-    remote = True
+    example_url = "https://api.callhq.example"
+    api_key_meaning = "the API key, sent as x-api-key"
+    assistant_id_meaning = "the id of the assistant on the CallHQ side"
 
     @staticmethod
-    def check_config(config: dict) -> None:
-        require_url(config, "baseUrl", "callhq", "https://api.callhq.example")
-        require_text(config, "apiKey", "callhq", "the API key, sent as x-api-key")
-        require_text(config, "assistantId", "callhq", "the id of the assistant on the CallHQ side")
-
-    def __init__(self, config: dict, timeout: float = 20.0):
-        try:
-            self.check_config(config)
-        except ValueError as error:
-            raise PermanentEngineError(str(error)) from None
-        self.base_url = config["baseUrl"].strip()
-        self.assistant_id = config["assistantId"]
-        self.headers = {"x-api-key": config["apiKey"]}
-        self.timeout = timeout
+    def auth_headers(api_key: str) -> dict:
+        return {"x-api-key": api_key}
 
     def reply(self, context: EngineContext, turn: UserTurn) -> Reply:
         deadline = turn_deadline(self.timeout)
@@ -79,7 +68,3 @@ class CallHQEngine:
                           if context.overrides.get(key) is not None})
         payload = {"sessionId": session_id, "input": text_with_media_note(turn), "assistantOverrides": overrides}
         return self._post("/api/chats", payload, deadline)
-
-    def _post(self, path: str, payload: dict, deadline: float):
-        return post_json(self.provider, join_url(self.base_url, path), payload, timeout=self.timeout,
-                         headers=self.headers, deadline=deadline)

@@ -11,17 +11,59 @@
   built-ins (customer number and name, business number, time) are left out:
   they are the gateway's template helpers, not the operator's settings, and
   the customer's number stays on the gateway unless a setting says otherwise.
+* Both take the same settings (``baseUrl``, ``apiKey``, ``assistantId``),
+  checked and kept by ``SessionChatEngine``; they differ in how the key is sent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from adapters.base import EngineContext
-from adapters.http import malformed
+from adapters.base import EngineContext, PermanentEngineError
+from adapters.http import join_url, malformed, post_json
+from adapters.settings import require_text, require_url
 
 # The gateway's own template built-ins (SPEC section 4), not sent as remote variables.
 GATEWAY_BUILTIN_VARIABLES = frozenset({"customer.number", "customer.name", "phoneNumber.number", "now"})
+
+
+class SessionChatEngine:
+    """The settings and POSTs of a session-based chat engine; subclasses speak their protocol in ``reply``.
+
+    Subclasses set the texts that make the settings' error messages name their
+    provider, and ``auth_headers``, since each API takes the key its own way.
+    """
+
+    provider: str
+    remote = True  # create_engine passes the turn timeout
+    example_url: str  # shown in the baseUrl error message
+    api_key_meaning: str  # shown when apiKey is missing
+    assistant_id_meaning: str  # shown when assistantId is missing
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        require_url(config, "baseUrl", cls.provider, cls.example_url)
+        require_text(config, "apiKey", cls.provider, cls.api_key_meaning)
+        require_text(config, "assistantId", cls.provider, cls.assistant_id_meaning)
+
+    def __init__(self, config: dict, timeout: float = 20.0):
+        try:
+            self.check_config(config)
+        except ValueError as error:
+            # Wrong settings do not mend themselves: fail the turn at once instead of retrying it.
+            raise PermanentEngineError(str(error)) from None
+        self.base_url = config["baseUrl"].strip()
+        self.assistant_id = config["assistantId"]
+        self.headers = self.auth_headers(config["apiKey"])
+        self.timeout = timeout
+
+    @staticmethod
+    def auth_headers(api_key: str) -> dict:
+        raise NotImplementedError("each session chat API sends its key its own way")
+
+    def _post(self, path: str, payload: dict, deadline: float):
+        return post_json(self.provider, join_url(self.base_url, path), payload, timeout=self.timeout,
+                         headers=self.headers, deadline=deadline)
 
 
 def remote_state(context: EngineContext, provider: str, **belongs_to: Any) -> dict:

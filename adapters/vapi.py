@@ -26,32 +26,21 @@ assistantOverrides}``, answered ``{"id", "output": [{"role", "content"}],
 from __future__ import annotations
 
 from adapters.base import EngineContext, PermanentEngineError, Reply, UserTurn, text_with_media_note
-from adapters.http import EngineRefused, join_url, malformed, post_json, reported_cost, turn_deadline
-from adapters.session_chat import id_of, operator_variables, output_texts, remote_state
-from adapters.settings import require_text, require_url
+from adapters.http import EngineRefused, malformed, reported_cost, turn_deadline
+from adapters.session_chat import SessionChatEngine, id_of, operator_variables, output_texts, remote_state
 
 NO_SESSIONS = (404, 405)  # how a server without the session endpoint answers /session
 
 
-class VapiEngine:
+class VapiEngine(SessionChatEngine):
     provider = "vapi"
-    remote = True
+    example_url = "https://api.vapi.ai"
+    api_key_meaning = "the API key, sent as a Bearer token"
+    assistant_id_meaning = "the id of the assistant on the Vapi side"
 
     @staticmethod
-    def check_config(config: dict) -> None:
-        require_url(config, "baseUrl", "vapi", "https://api.vapi.ai")
-        require_text(config, "apiKey", "vapi", "the API key, sent as a Bearer token")
-        require_text(config, "assistantId", "vapi", "the id of the assistant on the Vapi side")
-
-    def __init__(self, config: dict, timeout: float = 20.0):
-        try:
-            self.check_config(config)
-        except ValueError as error:
-            raise PermanentEngineError(str(error)) from None
-        self.base_url = config["baseUrl"].strip()
-        self.assistant_id = config["assistantId"]
-        self.headers = {"Authorization": f"Bearer {config['apiKey']}"}
-        self.timeout = timeout
+    def auth_headers(api_key: str) -> dict:
+        return {"Authorization": f"Bearer {api_key}"}
 
     def reply(self, context: EngineContext, turn: UserTurn) -> Reply:
         deadline = turn_deadline(self.timeout)
@@ -106,8 +95,3 @@ class VapiEngine:
             payload["sessionId"] = state["sessionId"]
         payload["assistantOverrides"] = {"variableValues": operator_variables(context)}
         return self._post("/chat", payload, deadline)
-
-    def _post(self, path: str, payload: dict, deadline: float):
-        return post_json(self.provider, join_url(self.base_url, path), payload, timeout=self.timeout,
-                         headers=self.headers, deadline=deadline)
-

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+from tests.support.api_client import ApiClient
+
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 UNKNOWN_ID = str(uuid.UUID(int=0))
 
@@ -16,31 +18,8 @@ MESSAGE_FIELDS = {"id", "sessionId", "role", "content", "media", "channel", "twi
 CHAT_FIELDS = {"id", "sessionId", "input", "output", "status", "cost", "createdAt", "updatedAt"}
 
 
-class Api:
-    """The Flask test client with the given auth headers on every request."""
-
-    def __init__(self, client, headers: dict):
-        self.client = client
-        self.headers = headers
-
-    def request(self, method: str, path: str, body=None, **kwargs):
-        if body is not None:
-            kwargs["json"] = body
-        return self.client.open(path, method=method, headers=self.headers, **kwargs)
-
-    def get(self, path: str, **kwargs):
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, body=None, **kwargs):
-        return self.request("POST", path, body, **kwargs)
-
-    def patch(self, path: str, body=None, **kwargs):
-        return self.request("PATCH", path, body, **kwargs)
-
-    def delete(self, path: str, **kwargs):
-        return self.request("DELETE", path, **kwargs)
-
-    # -- shortcuts for the objects most tests need ------------------------------------------
+class SessionApi(ApiClient):
+    """An API caller with shortcuts for the sessions and chats most tests here need."""
 
     def new_session(self, **fields) -> dict:
         return ok(self.post("/api/sessions", fields), 201)["session"]

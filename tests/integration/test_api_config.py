@@ -12,6 +12,7 @@ from gateway.services.api_keys import create_key, revoke_key
 from gateway.services.assistants import get_assistant
 from gateway.services.sessions import complete
 from tests.conftest import BUSINESS, CUSTOMER
+from tests.support.api_client import ApiClient
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 EVENT_TYPES = ["session.created", "session.updated", "session.deleted",
@@ -84,34 +85,9 @@ def database_url_or_default(database_url):
 # -- helpers ----------------------------------------------------------------------------
 
 
-class Api:
-    """The Flask test client with an API key on every request."""
-
-    def __init__(self, client, headers: dict):
-        self.client = client
-        self.headers = headers
-
-    def request(self, method: str, path: str, body=None, **kwargs):
-        if body is not None:
-            kwargs["json"] = body
-        return self.client.open(path, method=method, headers=self.headers, **kwargs)
-
-    def get(self, path: str, **kwargs):
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, body=None, **kwargs):
-        return self.request("POST", path, body, **kwargs)
-
-    def patch(self, path: str, body=None, **kwargs):
-        return self.request("PATCH", path, body, **kwargs)
-
-    def delete(self, path: str, **kwargs):
-        return self.request("DELETE", path, **kwargs)
-
-
 @pytest.fixture
-def api(client, auth) -> Api:
-    return Api(client, auth)
+def api(client, auth) -> ApiClient:
+    return ApiClient(client, auth)
 
 
 def ok(response, status: int = 200) -> dict:
@@ -139,11 +115,11 @@ def assert_invalid(response, field: str) -> None:
     assert named == field or named.startswith(field + "."), named
 
 
-def new_assistant(api: Api, **fields) -> dict:
+def new_assistant(api: ApiClient, **fields) -> dict:
     return ok(api.post("/api/assistants", {"name": "Helper", **fields}), 201)["assistant"]
 
 
-def new_number(api: Api, number: str = "+14155550100", **fields) -> dict:
+def new_number(api: ApiClient, number: str = "+14155550100", **fields) -> dict:
     return ok(api.post("/api/phone-numbers", {"number": number, **fields}), 201)["phoneNumber"]
 
 

@@ -26,7 +26,7 @@ from tests.integration.session_api_helpers import (
     MESSAGE_FIELDS,
     SESSION_FIELDS,
     UNKNOWN_ID,
-    Api,
+    SessionApi,
     assert_invalid,
     error_of,
     ids,
@@ -56,8 +56,8 @@ def runtime(make_runtime, settings, clock, database_url):
 
 
 @pytest.fixture
-def api(client, auth) -> Api:
-    return Api(client, auth)
+def api(client, auth) -> SessionApi:
+    return SessionApi(client, auth)
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def faq_assistant(api) -> dict:
     return ok(api.post("/api/assistants", {"name": "Harbor Bikes", "engine": {"provider": "faq"}}), 201)["assistant"]
 
 
-def new_assistant(api: Api, **fields) -> dict:
+def new_assistant(api: SessionApi, **fields) -> dict:
     body = {"name": "Helper", "engine": {"provider": "echo"}, **fields}
     return ok(api.post("/api/assistants", body), 201)["assistant"]
 
@@ -933,7 +933,7 @@ def _fill(value, names: dict):
     return value
 
 
-def _objects(api: Api, assistant_id: str) -> dict:
+def _objects(api: SessionApi, assistant_id: str) -> dict:
     session = api.new_session(assistantId=assistant_id)
     other = api.new_session(assistantId=assistant_id)
     chat = api.chat(session["id"], "hello")

@@ -8,17 +8,16 @@ a masked value comes back unchanged.
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import render_template, request
 
 from adapters import available_providers
 from gateway.domain.secrets import masked
-from gateway.errors import Conflict, InvalidField
 from gateway.schemas import EVENT_TYPES, AssistantCreate, AssistantUpdate
 from gateway.services import assistants as service
 from gateway.web import runtime
 from gateway.web.console import console
 from gateway.web.console.forms import (
-    FormInvalid, FormState, Input, json_object, multiline, pretty_json, service_errors, text, validate,
+    FormInvalid, FormState, Input, json_object, multiline, pretty_json, save_form, text, validate,
 )
 
 LIST_LIMIT = 500
@@ -109,21 +108,16 @@ def _save(assistant=None):
     typed = {name: request.form.get(name, "") for name in request.form if name != "csrf_token"}
     state = FormState(values={**typed, "serverEvents": request.form.getlist("serverEvents")})
     data, errors = _submitted(request.form, creating)
-    try:
+
+    def store():
         if errors:
             raise FormInvalid(errors)
         if creating:
-            saved = service.create_assistant(runtime(), validate(AssistantCreate, data))
-        else:
-            saved = service.update_assistant(runtime(), assistant.id, validate(AssistantUpdate, data))
-    except FormInvalid as invalid:
-        state.errors = invalid.errors
-    except (InvalidField, Conflict) as refused:
-        state.errors = service_errors(refused)
-    if state.errors:
-        return _form(state, assistant), 422
-    flash(f"Assistant {saved.name!r} {'added' if creating else 'saved'}.", "info")
-    return redirect(url_for("console.assistants"), 303)
+            return service.create_assistant(runtime(), validate(AssistantCreate, data))
+        return service.update_assistant(runtime(), assistant.id, validate(AssistantUpdate, data))
+
+    return save_form(state, store, creating=creating, describe=lambda saved: f"Assistant {saved.name!r}",
+                     show_form=lambda with_errors: _form(with_errors, assistant), list_endpoint="console.assistants")
 
 
 @console.get("/assistants")

@@ -1,4 +1,4 @@
-"""Turning submitted forms into the API's request models, and their errors back into per-field messages.
+"""Turning submitted forms into the API's request models, their errors back into per-field messages, and saving.
 
 The console validates with the same pydantic models as the REST API and the
 CLI (gateway.schemas), so a value the API refuses is refused here too, with
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from flask import flash, redirect, url_for
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import Conflict, InvalidField
@@ -109,3 +110,24 @@ def shown(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def save_form(state: FormState, store: Callable[[], Any], *, creating: bool, describe: Callable[[Any], str],
+              show_form: Callable[[FormState], Any], list_endpoint: str):
+    """Run ``store`` (validate and save); the form again with each refusal on its field, or back to the list.
+
+    ``store`` raises FormInvalid, InvalidField or Conflict when the input is
+    refused, and returns the saved object, which ``describe`` names in the
+    notice. The redirect is a 303 so that reloading the list does not post the
+    form again.
+    """
+    try:
+        saved = store()
+    except FormInvalid as invalid:
+        state.errors = invalid.errors
+    except (InvalidField, Conflict) as refused:
+        state.errors = service_errors(refused)
+    if state.errors:
+        return show_form(state), 422
+    flash(f"{describe(saved)} {'added' if creating else 'saved'}.", "info")
+    return redirect(url_for(list_endpoint), 303)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import render_template, request
 
-from gateway.errors import Conflict, InvalidField
 from gateway.schemas import PhoneNumberCreate, PhoneNumberUpdate
 from gateway.services import assistants as assistant_service
 from gateway.services import phone_numbers as service
 from gateway.views import phone_number_view
 from gateway.web import runtime
 from gateway.web.console import console
-from gateway.web.console.forms import FormInvalid, FormState, Input, multiline, service_errors, shown, text, validate
+from gateway.web.console.forms import FormInvalid, FormState, Input, multiline, save_form, shown, text, validate
 
 LIST_LIMIT = 500  # a console list, not an export: more numbers than this belong to the API or CLI
 FIELDS = (
@@ -53,23 +52,18 @@ def _save(number_id: str | None):
     creating = number_id is None
     state = FormState(values={spec.name: request.form.get(spec.name, "") for spec in FIELDS})
     data = _submitted(request.form, creating)
-    try:
+
+    def store():
         if not creating:
             missing = [name for name in service.REQUIRED if data.get(name) is None]
             if missing:
                 raise FormInvalid({name: "this field is required" for name in missing})
         if creating:
-            saved = service.create_phone_number(runtime(), validate(PhoneNumberCreate, data))
-        else:
-            saved = service.update_phone_number(runtime(), number_id, validate(PhoneNumberUpdate, data))
-    except FormInvalid as invalid:
-        state.errors = invalid.errors
-    except (InvalidField, Conflict) as refused:
-        state.errors = service_errors(refused)
-    if state.errors:
-        return _form(state, number_id), 422
-    flash(f"Number {saved.number} {'added' if creating else 'saved'}.", "info")
-    return redirect(url_for("console.numbers"), 303)
+            return service.create_phone_number(runtime(), validate(PhoneNumberCreate, data))
+        return service.update_phone_number(runtime(), number_id, validate(PhoneNumberUpdate, data))
+
+    return save_form(state, store, creating=creating, describe=lambda saved: f"Number {saved.number}",
+                     show_form=lambda with_errors: _form(with_errors, number_id), list_endpoint="console.numbers")
 
 
 def _form(state: FormState, number_id: str | None):
