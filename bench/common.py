@@ -175,6 +175,9 @@ class Stack:
         if self.want_bare:
             self.bare_port = free_port()
             self.bare = self._process(GUNICORN, procfile_web_args(self.bare_port, "bench.bare_app:create_app()"))
+            # The second reference: signature, one committed row, one queue push (bench/store_floor_app.py).
+            self.floor_port = free_port()
+            self.floor = self._process(GUNICORN, procfile_web_args(self.floor_port, "bench.store_floor_app:create_app()"))
         if self.baseline_tree is not None:
             # The same gateway from another source tree (e.g. the last commit), on the same database
             # and Redis, to compare code before and after a change side by side.
@@ -184,6 +187,7 @@ class Stack:
         wait_for_port(self.web_port, self.web)
         if self.want_bare:
             wait_for_port(self.bare_port, self.bare)
+            wait_for_port(self.floor_port, self.floor)
         if self.baseline_tree is not None:
             wait_for_port(self.baseline_port, self.baseline)
 

@@ -5,11 +5,13 @@
 Starts the production stack (bench/common.py: gunicorn with the Procfile's
 arguments, PostgreSQL scratch database, own redis-server, `gateway worker`
 processes) and, under the same gunicorn arguments, a bare Flask app whose one
-route answers empty TwiML. Thousands of distinct webhooks (distinct customers
+route answers empty TwiML, and a second reference, bench/store_floor_app.py:
+the least a webhook can do and still commit the text before answering (one
+INSERT, one queue push), a ceiling for any such design. Thousands of distinct webhooks (distinct customers
 and MessageSids, so each opens a new session: the most expensive path),
 signed with twilio's RequestValidator against GATEWAY_PUBLIC_URL, are built
 before the clock starts and fired over 16 concurrent connections, bare and
-gateway alternately, round after round.
+floor and gateway in turn, round after round.
 
 Reported: requests/s, p50 and p99 for both and the ratio; CPU per request of
 each part (client, gunicorn, PostgreSQL backends, Redis) and of the whole
@@ -136,6 +138,7 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
         print(f"gunicorn {' '.join(stack.web.args[:-1])} <app>; gateway on :{stack.web_port}, bare on :{stack.bare_port}")
         gateway_hooks = Webhooks(stack.web_port, stack.public_url, "212")
         bare_pool = Webhooks(stack.bare_port, stack.public_url, "646").take(4000)
+        floor_hooks = Webhooks(stack.floor_port, stack.public_url, "718")
         stored_expected = 0
         peaks = []
         for round_number in range(1, args.rounds + 1):
@@ -148,7 +151,14 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             print(f"  bare    {bare.summary()}")
             print(cpu_line(bare_cpu))
             budget = int(bare.rate * 1.3 * (args.seconds + args.warmup)) + 1000
-            entry: dict = {}
+            requests = floor_hooks.take(budget)
+            warm = fire(stack.floor_port, requests, connections=args.connections, duration=args.warmup,
+                        expect_body=EMPTY_TWIML)
+            floor, floor_cpu = measured(stack, stack.floor, stack.floor_port, requests[warm.sent:],
+                                        seconds=args.seconds, rate=None, connections=args.connections)
+            print(f"  floor   {floor.summary()}")
+            print(cpu_line(floor_cpu))
+            entry: dict = {"floor": _figures(floor, floor_cpu)}
             if baseline_tree is not None:
                 # The code as of --baseline, same gunicorn arguments, same database and Redis.
                 requests = gateway_hooks.take(budget)
@@ -173,7 +183,8 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             print(f"  gateway {gateway.summary()}")
             print(cpu_line(gateway_cpu))
             ratio = gateway.rate / bare.rate if bare.rate else 0.0
-            print(f"  ratio gateway/bare {ratio:.3f}"
+            print(f"  ratio gateway/bare {ratio:.3f}; floor/bare {floor.rate / bare.rate:.3f}; "
+                  f"gateway/floor {gateway.rate / floor.rate:.3f}"
                   + (f"; gateway/{args.baseline} {gateway.rate / before.rate:.2f}x" if baseline_tree and before.rate else ""))
             peaks.append(gateway.rate)
             figures["rounds"].append({
@@ -260,6 +271,10 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
           f"{'holds' if paced_p99 < TARGET_PACED_P99_MS else 'MISSED'} "
           f"(right after the peak runs: {after_peak.p(99):.1f} ms, "
           f"{'holds' if after_peak.p(99) < TARGET_PACED_P99_MS else 'missed'})")
+    floors = [r["gateway"]["rate"] / r["floor"]["rate"] for r in figures["rounds"] if r["floor"]["rate"]]
+    if floors:
+        print(f"  gateway / store floor (one commit + one push, no sessions): "
+              f"{', '.join(f'{r:.3f}' for r in floors)} (median {statistics.median(floors):.3f})")
     print(f"  {load_note()}")
     figures["load_after"] = load_note()
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 # then runs the whole suite. Arguments are passed to pytest.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-ensure_python_env test
+ensure_python_env test,bench
 ensure_redis_server
 ensure_curl
 ensure_chromium || { [ "${CI:-}" = "true" ] && exit 1; say "Chromium unavailable: the browser tests will be skipped"; }

@@ -33,13 +33,18 @@ log = logging.getLogger("gateway.events")
 PENDING_KEY = "gateway_events"  # Session.info key: event ids to enqueue once the transaction commits
 
 
-def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, view: dict, now: datetime) -> str | None:
-    """Add an event to the outbox if the assistant subscribes to it; returns its id."""
+def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, view, now: datetime) -> str | None:
+    """Add an event to the outbox if the assistant subscribes to it; returns its id.
+
+    ``view`` is the object's dict, or a function that builds it: most
+    assistants subscribe to nothing, and then nothing needs building.
+    """
     assistant = tx.get(Assistant, assistant_id) if assistant_id else None
     if assistant is None or not assistant.server_url or event_type not in (assistant.server_events or []):
         return None
     event_id = new_id()
-    payload = {"message": {"id": event_id, "type": event_type, "timestamp": iso(now), name: view}}
+    body = view() if callable(view) else view
+    payload = {"message": {"id": event_id, "type": event_type, "timestamp": iso(now), name: body}}
     tx.add(Event(id=event_id, assistant_id=assistant.id, type=event_type, payload=payload, status="pending",
                  attempts=0, next_attempt_at=now, created_at=now))
     tx.info.setdefault(PENDING_KEY, []).append(event_id)
@@ -49,8 +54,12 @@ def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, vi
 def session_event(tx: DbSession, session: Session, event_type: str, now: datetime) -> str | None:
     if session.assistant_id is None:
         return None
-    customer = tx.get(Customer, session.customer_id) if session.customer_id else None
-    return emit(tx, session.assistant_id, event_type, "session", session_view(session, customer), now)
+
+    def view() -> dict:
+        customer = tx.get(Customer, session.customer_id) if session.customer_id else None
+        return session_view(session, customer)
+
+    return emit(tx, session.assistant_id, event_type, "session", view, now)
 
 
 def chat_event(tx: DbSession, chat: Chat, assistant_id: str | None, event_type: str, now: datetime) -> str | None:

@@ -10,13 +10,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
-from gateway.db.models import Message, PhoneNumber, new_id
+from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
 from gateway.db.ops import insert_or_ignore
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
-from gateway.services.sessions import ensure_customer, next_seqs, open_sms_session
+from gateway.services.sessions import ensure_customer, open_sms_session
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -99,26 +99,25 @@ class _Duplicate(Exception):
 def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
     try:
         with runtime.db.begin() as tx:
-            number = _find_number(tx, sms)
-            if number is None:
+            found = _look_up(tx, sms)
+            if found is None:
                 log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
                 return Accepted("unknown_number")
             # A cheap read first so that a redelivered text never touches its
             # session (it could otherwise complete an expired one); the
             # atomic check is the ON CONFLICT insert below.
-            if tx.scalar(select(Message.id).where(Message.twilio_sid == sms.sid)) is not None:
+            if found.duplicate_id is not None:
                 raise _Duplicate
             now = runtime.clock.now()
-            customer_id = ensure_customer(tx, sms.from_, now)
-            opened = open_sms_session(tx, number, customer_id, sms.from_, now)
-            (seq,) = next_seqs(tx, opened.session, 1, now)
+            customer_id = found.customer_id or ensure_customer(tx, sms.from_, now)
+            opened = open_sms_session(tx, found.number, customer_id, sms.from_, now, active=found.session, reserve=1)
             message_id = insert_or_ignore(
                 tx,
                 Message,
                 dict(
                     id=new_id(),
                     session_id=opened.session.id,
-                    seq=seq,
+                    seq=opened.seqs[0],
                     role="user",
                     content=sms.body,
                     media=sms.media,
@@ -152,8 +151,47 @@ def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
     return Accepted("stored", message_id, session_id, opened.created)
 
 
-def _find_number(tx, sms: InboundSms) -> PhoneNumber | None:
-    number = tx.scalar(select(PhoneNumber).where(PhoneNumber.number == sms.to))
-    if number is None and sms.messaging_service_sid:
-        number = tx.scalar(select(PhoneNumber).where(PhoneNumber.messaging_service_sid == sms.messaging_service_sid))
-    return number
+@dataclass(frozen=True)
+class _Found:
+    number: PhoneNumber
+    # Held so that it stays in the transaction's identity map (a weak one),
+    # where event checks find it without a query of their own.
+    assistant: Assistant | None
+    session: Session | None  # the conversation's active session, expired or not
+    customer_id: str | None
+    duplicate_id: str | None  # an earlier message with this MessageSid
+
+
+def _look_up(tx, sms: InboundSms) -> _Found | None:
+    """Everything the webhook reads, in one query: the number (by To, else by
+    MessagingServiceSid) with its assistant, the conversation's active session,
+    the customer and whether the MessageSid was seen before."""
+    row = tx.execute(_LOOKUP_BY_NUMBER, {"to": sms.to, "customer": sms.from_, "sid": sms.sid}).first()
+    if row is None and sms.messaging_service_sid:
+        row = tx.execute(
+            _LOOKUP_BY_SERVICE, {"service": sms.messaging_service_sid, "customer": sms.from_, "sid": sms.sid}
+        ).first()
+    if row is None:
+        return None
+    return _Found(*row)
+
+
+def _lookup(number_matches) -> Select:
+    customer = bindparam("customer")
+    return (
+        select(
+            PhoneNumber,
+            Assistant,
+            Session,
+            select(Customer.id).where(Customer.number == customer).scalar_subquery(),
+            select(Message.id).where(Message.twilio_sid == bindparam("sid")).scalar_subquery(),
+        )
+        .outerjoin(Assistant, Assistant.id == PhoneNumber.assistant_id)
+        .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + customer)
+        .where(number_matches)
+    )
+
+
+# Built once: a reused statement keeps its compiled form.
+_LOOKUP_BY_NUMBER = _lookup(PhoneNumber.number == bindparam("to"))
+_LOOKUP_BY_SERVICE = _lookup(PhoneNumber.messaging_service_sid == bindparam("service"))

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.db.models import Customer, PhoneNumber, Session
-from gateway.db.ops import insert_or_ignore
+from gateway.db.ops import as_persistent, insert_or_ignore
 from gateway.domain.expiry import expires_at
 from gateway.services import events
 
@@ -22,6 +22,11 @@ class Opened:
     session: Session
     created: bool
     completed_id: str | None  # the expired session this text closed, if any
+    seqs: tuple[int, ...] = ()  # message positions reserved for the caller
+
+
+# "Not looked up yet", as opposed to None: "looked up, there is no active session".
+UNKNOWN = object()
 
 
 def conversation_key(phone_number_id: str, customer_number: str) -> str:
@@ -29,61 +34,65 @@ def conversation_key(phone_number_id: str, customer_number: str) -> str:
 
 
 def ensure_customer(tx: DbSession, number: str, now: datetime) -> str:
-    values = dict(number=number, created_at=now, updated_at=now)
-    customer_id = insert_or_ignore(tx, Customer, {"id": _new_id(), **values}, "number", Customer.id)
+    values = dict(id=_new_id(), number=number, created_at=now, updated_at=now)
+    customer_id = insert_or_ignore(tx, Customer, values, "number", Customer.id)
     if customer_id is None:
         customer_id = tx.scalar(select(Customer.id).where(Customer.number == number))
     return customer_id
 
 
 def open_sms_session(
-    tx: DbSession, number: PhoneNumber, customer_id: str, customer_number: str, now: datetime
+    tx: DbSession, number: PhoneNumber, customer_id: str, customer_number: str, now: datetime, *,
+    active=UNKNOWN, reserve: int = 0,
 ) -> Opened:
-    """The active session of this conversation, or a new one.
+    """The active session of this conversation, or a new one, with ``reserve`` message positions taken.
 
     An expired session found here is completed first. Creation is an
     INSERT ... ON CONFLICT on the conversation's active key, so when many
     first texts race, one insert wins and the others read the winner's row.
+    ``active`` is the conversation's active session when the caller has
+    already read it (the webhook reads it with the number, in one query).
     """
     key = conversation_key(number.id, customer_number)
     completed_id = None
     for _ in range(3):
-        session = tx.scalar(select(Session).where(Session.active_key == key))
+        session = tx.scalar(select(Session).where(Session.active_key == key)) if active is UNKNOWN else active
+        active = UNKNOWN
         if session is not None and session.expires_at > now:
-            return Opened(session, False, completed_id)
+            return Opened(session, False, completed_id, tuple(next_seqs(tx, session, reserve, now)) if reserve else ())
         if session is not None:
             if complete(tx, session.id, now):
                 completed_id = session.id
-        session_id = insert_or_ignore(
-            tx,
-            Session,
-            dict(
-                id=_new_id(),
-                name=customer_number,
-                status="active",
-                assistant_id=number.assistant_id,
-                phone_number_id=number.id,
-                customer_id=customer_id,
-                active_key=key,
-                expiration_seconds=number.session_expiration_seconds,
-                inactivity_seconds=number.session_inactivity_seconds,
-                expires_at=expires_at(now, number.session_expiration_seconds, now, number.session_inactivity_seconds),
-                last_activity_at=now,
-                assistant_overrides={},
-                metadata={},
-                cost=0.0,
-                engine_state={},
-                last_seq=0,
-                created_at=now,
-                updated_at=now,
-            ),
-            "active_key",
-            Session.id,
+        values = dict(
+            id=_new_id(),
+            name=customer_number,
+            status="active",
+            assistant_id=number.assistant_id,
+            phone_number_id=number.id,
+            customer_id=customer_id,
+            active_key=key,
+            expiration_seconds=number.session_expiration_seconds,
+            inactivity_seconds=number.session_inactivity_seconds,
+            expires_at=expires_at(now, number.session_expiration_seconds, now, number.session_inactivity_seconds),
+            last_activity_at=now,
+            assistant_overrides={},
+            metadata_={},
+            cost=0.0,
+            engine_state={},
+            # A new row is invisible to others until commit: its first positions need no lock.
+            last_seq=reserve,
+            turn_lease_token=None,
+            turn_lease_until=None,
+            send_lease_token=None,
+            send_lease_until=None,
+            completed_at=None,
+            created_at=now,
+            updated_at=now,
         )
-        if session_id is not None:
-            created = tx.get(Session, session_id)
+        if insert_or_ignore(tx, Session, values, "active_key", Session.id) is not None:
+            created = as_persistent(tx, Session, values)
             events.session_event(tx, created, "session.created", now)
-            return Opened(created, True, completed_id)
+            return Opened(created, True, completed_id, tuple(range(1, reserve + 1)))
     raise RuntimeError(f"could not open a session for conversation {key}")
 
 

@@ -663,7 +663,7 @@ def test_a_change_that_is_rolled_back_emits_no_event(runtime, receiver, assistan
     monkeypatch.setattr(session_api, "_first_message", disk_error)
     with pytest.raises(OperationalError):
         session_api.create_session(runtime, SessionCreate(assistantId=assistant.id, name="never"))
-    monkeypatch.setattr(inbound, "next_seqs", disk_error)
+    monkeypatch.setattr(inbound, "insert_or_ignore", disk_error)  # the message insert, after the session's event
     with pytest.raises(OperationalError):
         accept_inbound(runtime, parse_inbound(inbound_params("lost text")))
     monkeypatch.undo()
