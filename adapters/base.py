@@ -97,7 +97,7 @@ class ChatEngine(Protocol):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter: try n waits up to first_delay * 2**(n-1), capped."""
+    """Exponential backoff with jitter: after n failed tries, wait between half and all of first_delay * 2**(n-1), capped."""
 
     tries: int = 3
     first_delay: float = 1.0
