@@ -34,6 +34,7 @@ class Runtime:
     account_sid: str
     secret_key: str
     background: list[Any] = field(default_factory=list)
+    inbound: Any = None  # GroupCommit of inbound texts: stores those arriving together in one transaction
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> bool:
         """Enqueue a job; False when the queue is down (the sweep will find the work later)."""
@@ -42,6 +43,17 @@ class Runtime:
             return True
         except Exception as error:  # Redis down, connection reset: never fail the caller
             log.warning("event=queue.enqueue_failed job=%s error=%s", job, type(error).__name__)
+            return False
+
+    def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> bool:
+        """Enqueue (job, args) pairs together; False when the queue is down (the sweep will find the work later)."""
+        if not jobs:
+            return True
+        try:
+            self.queue.enqueue_many(jobs)
+            return True
+        except Exception as error:  # Redis down, connection reset: never fail the caller
+            log.warning("event=queue.enqueue_failed job=%s count=%d error=%s", jobs[0][0], len(jobs), type(error).__name__)
             return False
 
     def close(self) -> None:
@@ -85,6 +97,7 @@ def build_runtime(
     )
     if queue is None:
         runtime.queue = _make_queue(runtime, start_embedded)
+    runtime.inbound = _make_inbound(runtime)
     _enqueue_events_after_commit(runtime)
     return runtime
 
@@ -97,6 +110,13 @@ def _enqueue_events_after_commit(runtime: Runtime) -> None:
 
     event.listen(runtime.db, "after_commit", lambda tx: events.enqueue_committed(runtime, tx))
     event.listen(runtime.db, "after_rollback", events.forget_rolled_back)
+
+
+def _make_inbound(runtime: Runtime):
+    from gateway.db.group_commit import GroupCommit
+    from gateway.services.inbound import store_texts
+
+    return GroupCommit(lambda batch: store_texts(runtime, batch), runtime.settings.inbound_batch)
 
 
 def _make_sender(settings: Settings) -> SmsSender:

@@ -54,6 +54,8 @@ TUNABLES: tuple[Tunable, ...] = (
     # Sessions (SPEC 3, 6.2)
     Tunable("session_expiration", "GATEWAY_SESSION_EXPIRATION_SECONDS", 86400, "default session lifetime", minimum=60),
     # Web
+    Tunable("inbound_batch", "GATEWAY_INBOUND_BATCH_MAX", 32,
+            "most webhooks a web process stores in one transaction when they arrive together (group commit)", minimum=1),
     Tunable("max_request_bytes", "GATEWAY_MAX_REQUEST_BYTES", 256 * 1024, "largest request body accepted", minimum=1024),
     Tunable("embedded_workers", "GATEWAY_EMBEDDED_WORKERS", 4, "worker threads of the embedded in-process queue", minimum=1),
 )

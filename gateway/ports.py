@@ -86,6 +86,10 @@ class JobQueue(Protocol):
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None: ...
 
+    def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> None:
+        """Enqueue (job, args) pairs to run now, at the cost of one enqueue where the queue allows."""
+        ...
+
     def ping(self) -> None: ...
 
     def depth(self) -> int:

@@ -17,17 +17,34 @@ def insert_or_ignore(
     The database decides, so two transactions racing on one key cannot both
     win: the loser waits for the winner's commit and then gets None.
     """
+    inserted = insert_many_or_ignore(tx, model, [values], conflict_on, returning)
+    return inserted[0] if inserted else None
+
+
+def insert_many_or_ignore(
+    tx: DbSession, model: type, rows: list[dict[str, Any]], conflict_on: str | list[str], returning: Column
+) -> list[Any]:
+    """``insert_or_ignore`` for many rows of one shape in one statement: the returned values of the rows inserted.
+
+    A row whose key exists already, or appeared earlier in ``rows``, is skipped.
+    Callers that insert under unique keys from several transactions at once
+    pass ``rows`` sorted by that key: rows lock their keys in order, and two
+    transactions that lock in the same order cannot deadlock.
+    """
+    if not rows:
+        return []
     conflict = (conflict_on,) if isinstance(conflict_on, str) else tuple(conflict_on)
     dialect = tx.get_bind().dialect.name
     # Keyed by names only: SQLAlchemy columns overload ==, so they make poor dict keys.
-    shape = (dialect, model, tuple(values), conflict, returning.key)
+    shape = (dialect, model, tuple(rows[0]), conflict, returning.key)
     statement = _STATEMENTS.get(shape)
     if statement is None:
-        statement = _STATEMENTS[shape] = _insert_statement(dialect, model, tuple(values), conflict, returning)
+        statement = _STATEMENTS[shape] = _insert_statement(dialect, model, tuple(rows[0]), conflict, returning)
     # A Core statement does not autoflush; rows added earlier in this transaction
     # (that this one may reference) must reach the database first, as with the ORM.
     tx.flush()
-    return tx.execute(statement, values).scalar_one_or_none()
+    # Several rows go out as one multi-row INSERT (SQLAlchemy's "insertmanyvalues").
+    return list(tx.execute(statement, rows if len(rows) > 1 else rows[0]).scalars())
 
 
 # Built once per shape with bound parameters: the webhook runs these on every text,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -13,6 +14,9 @@ class InvalidNumber(ValueError):
     pass
 
 
+# Parsing is the costly part of a webhook's input checks, and the same numbers come back:
+# the business numbers on every text, each customer on every text of a conversation.
+@functools.lru_cache(maxsize=8192)
 def to_e164(raw: str | None) -> str:
     """Normalise a number given in international form to E.164, or raise InvalidNumber.
 

@@ -55,6 +55,10 @@ class InProcessQueue:
             self._busy += 1
         self._ready.put((job, args))
 
+    def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> None:
+        for job, args in jobs:
+            self.enqueue(job, *args)
+
     def depth(self) -> int:
         """Jobs waiting: ready ones not yet taken by a thread, and delayed ones."""
         with self._lock:

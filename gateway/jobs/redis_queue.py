@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from rq import Queue
+
 QUEUE_NAME = "gateway"
 ENTRY_POINT = "gateway.jobs.run"
 # Jobs hold their session's lease for at most lease_seconds per engine try; RQ's
 # own timeout is a backstop far beyond that.
 JOB_TIMEOUT = 600
+FAILURE_TTL = 24 * 3600  # how long RQ keeps a crashed job for inspection
 
 
 class RedisJobQueue:
@@ -17,7 +20,6 @@ class RedisJobQueue:
 
     def __init__(self, redis_url: str):
         from redis import Redis
-        from rq import Queue
 
         # Short timeouts: when Redis is down the webhook must still answer fast;
         # the sweep re-enqueues whatever could not be enqueued.
@@ -27,12 +29,22 @@ class RedisJobQueue:
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None:
         # One pipeline, so one round trip to Redis: without it RQ makes two per job.
         with self.connection.pipeline() as pipeline:
-            options = dict(job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=24 * 3600, pipeline=pipeline)
+            options = dict(job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipeline)
             if delay > 0:
                 self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
                                       job, *args, **options)
             else:
                 self.queue.enqueue(ENTRY_POINT, job, *args, **options)
+            pipeline.execute()
+
+    def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> None:
+        # RQ's batch enqueue, in one pipeline: one round trip to Redis for a whole batch of webhooks.
+        with self.connection.pipeline() as pipeline:
+            self.queue.enqueue_many(
+                [Queue.prepare_data(ENTRY_POINT, (job, *args), timeout=JOB_TIMEOUT, result_ttl=0,
+                                    failure_ttl=FAILURE_TTL) for job, args in jobs],
+                pipeline=pipeline,
+            )
             pipeline.execute()
 
     def ping(self) -> None:

@@ -2,21 +2,28 @@
 
 The webhook's whole job: parse, store the text and its session in one
 transaction, enqueue the turn, answer. Engine and send work happen in jobs.
+
+Texts that reach one web process at the same moment share that transaction
+(group commit, ``runtime.inbound``): ``store_texts`` stores a batch exactly as
+the texts would have been stored one by one, in arrival order, and each
+webhook answers only once its batch has committed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Integer, Select, String, bindparam, select, union_all
+from sqlalchemy.exc import DBAPIError
 
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
-from gateway.db.ops import insert_or_ignore
+from gateway.db.ops import insert_many_or_ignore
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
-from gateway.services.sessions import ensure_customer, open_sms_session
+from gateway.services.sessions import Conversation, conversation_key, ensure_customers, open_sms_sessions
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -50,6 +57,7 @@ class Accepted:
     message_id: str | None = None
     session_id: str | None = None
     session_created: bool = False
+    completed_id: str | None = None  # the expired session this text closed, if any
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundSms:
@@ -92,63 +100,124 @@ def _media(form: Mapping[str, str]) -> list[dict]:
     return media
 
 
-class _Duplicate(Exception):
-    pass
+class _LostRace(Exception):
+    """Another transaction stored one of the batch's MessageSids first."""
+
+
+DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a transaction it aborted to break a deadlock
 
 
 def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
+    """Store one text and enqueue its turn, in one batch with the texts that arrive at the same time."""
+    return runtime.inbound.submit(sms)
+
+
+def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
+    """Store texts, their customers and sessions in one transaction, then enqueue their turns.
+
+    The unit of group commit (``runtime.inbound``): one result per text, in order.
+    """
     try:
         with runtime.db.begin() as tx:
-            found = _look_up(tx, sms)
-            if found is None:
-                log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
-                return Accepted("unknown_number")
-            # A cheap read first so that a redelivered text never touches its
-            # session (it could otherwise complete an expired one); the
-            # atomic check is the ON CONFLICT insert below.
-            if found.duplicate_id is not None:
-                raise _Duplicate
-            now = runtime.clock.now()
-            customer_id = found.customer_id or ensure_customer(tx, sms.from_, now)
-            opened = open_sms_session(tx, found.number, customer_id, sms.from_, now, active=found.session, reserve=1)
-            message_id = insert_or_ignore(
-                tx,
-                Message,
-                dict(
-                    id=new_id(),
-                    session_id=opened.session.id,
-                    seq=opened.seqs[0],
-                    role="user",
-                    content=sms.body,
-                    media=sms.media,
-                    channel="sms",
-                    twilio_sid=sms.sid,
-                    status="received",
-                    details=sms.details,
-                    attempts=0,
-                    throttled=0,
-                    slot_reserved=False,
-                    created_at=now,
-                    updated_at=now,
-                ),
-                "twilio_sid",
-                Message.id,
+            accepted = _store(tx, batch, runtime.clock.now())
+    except _LostRace:
+        # A duplicate reached another process at the same instant and was stored there first
+        # (the ON CONFLICT insert decided). Alone, this text is that duplicate, and rolling
+        # back undid the session work it did; in a batch, each text goes again on its own.
+        if len(batch) == 1:
+            log.info("event=webhook.duplicate sid=%s", batch[0].sid)
+            return [Accepted("duplicate")]
+        return [store_texts(runtime, [sms])[0] for sms in batch]
+    except DBAPIError as error:
+        # Batches lock rows in key order and cannot deadlock with each other, but other work
+        # locks sessions too; PostgreSQL then aborts one side. Alone, each text cannot deadlock.
+        if len(batch) == 1 or getattr(error.orig, "sqlstate", None) != DEADLOCK:
+            raise
+        return [store_texts(runtime, [sms])[0] for sms in batch]
+    turns = []
+    for sms, result in zip(batch, accepted):
+        if result.outcome == "stored":
+            log.info(
+                "event=webhook.stored message=%s session=%s from=%s to=%s new_session=%s",
+                result.message_id, result.session_id, mask(sms.from_), mask(sms.to), result.session_created,
             )
-            if message_id is None:
-                raise _Duplicate  # rolls back the session work of this request too
-    except _Duplicate:
-        log.info("event=webhook.duplicate sid=%s", sms.sid)
-        return Accepted("duplicate")
+            if result.completed_id:
+                log.info("event=session.completed session=%s reason=expired", result.completed_id)
+            if result.session_id not in turns:
+                turns.append(result.session_id)
+        elif result.outcome == "duplicate":
+            log.info("event=webhook.duplicate sid=%s", sms.sid)
+        else:
+            log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
+    runtime.enqueue_many([("process_turns", (session_id,)) for session_id in turns])
+    return accepted
 
-    session_id = opened.session.id
-    log.info(
-        "event=webhook.stored message=%s session=%s from=%s to=%s new_session=%s",
-        message_id, session_id, mask(sms.from_), mask(sms.to), opened.created,
+
+@dataclass
+class _Conversation:
+    found: "_Found"
+    customer_number: str
+    texts: list[int] = field(default_factory=list)  # indexes into the batch, in arrival order
+
+
+def _store(tx, batch: list[InboundSms], now) -> list[Accepted]:
+    accepted: list[Accepted | None] = [None] * len(batch)
+    conversations: dict[str, _Conversation] = {}
+    seen: set[str] = set()
+    for index, (sms, found) in enumerate(zip(batch, _look_up(tx, batch))):
+        if found is None:
+            accepted[index] = Accepted("unknown_number")
+        # A cheap read first so that a redelivered text never touches its session (it could
+        # otherwise complete an expired one); the atomic check is the ON CONFLICT insert below.
+        elif found.duplicate_id is not None or sms.sid in seen:
+            accepted[index] = Accepted("duplicate")
+        else:
+            seen.add(sms.sid)
+            key = conversation_key(found.number.id, sms.from_)
+            conversations.setdefault(key, _Conversation(found, sms.from_)).texts.append(index)
+    if not conversations:
+        return accepted  # type: ignore[return-value]  # all filled
+
+    groups = list(conversations.values())
+    new_customers = ensure_customers(tx, [g.customer_number for g in groups if g.found.customer_id is None], now)
+    opened = open_sms_sessions(tx, [
+        Conversation(g.found.number, g.found.customer_id or new_customers[g.customer_number], g.customer_number,
+                     g.found.session, len(g.texts))
+        for g in groups
+    ], now)
+    rows = []
+    for group, session in zip(groups, opened):
+        for position, (index, seq) in enumerate(zip(group.texts, session.seqs)):
+            row = _message_row(batch[index], session.session.id, seq, now)
+            rows.append(row)
+            # As if the texts had come one by one: the first of them opened the session.
+            first = position == 0
+            accepted[index] = Accepted("stored", row["id"], session.session.id, session.created and first,
+                                       session.completed_id if first else None)
+    rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
+    if len(insert_many_or_ignore(tx, Message, rows, "twilio_sid", Message.twilio_sid)) != len(rows):
+        raise _LostRace  # rolls back the whole batch, session work included
+    return accepted  # type: ignore[return-value]  # all filled
+
+
+def _message_row(sms: InboundSms, session_id: str, seq: int, now) -> dict:
+    return dict(
+        id=new_id(),
+        session_id=session_id,
+        seq=seq,
+        role="user",
+        content=sms.body,
+        media=sms.media,
+        channel="sms",
+        twilio_sid=sms.sid,
+        status="received",
+        details=sms.details,
+        attempts=0,
+        throttled=0,
+        slot_reserved=False,
+        created_at=now,
+        updated_at=now,
     )
-    if opened.completed_id:
-        log.info("event=session.completed session=%s reason=expired", opened.completed_id)
-    runtime.enqueue("process_turns", session_id)
-    return Accepted("stored", message_id, session_id, opened.created)
 
 
 @dataclass(frozen=True)
@@ -162,36 +231,54 @@ class _Found:
     duplicate_id: str | None  # an earlier message with this MessageSid
 
 
-def _look_up(tx, sms: InboundSms) -> _Found | None:
-    """Everything the webhook reads, in one query: the number (by To, else by
-    MessagingServiceSid) with its assistant, the conversation's active session,
-    the customer and whether the MessageSid was seen before."""
-    row = tx.execute(_LOOKUP_BY_NUMBER, {"to": sms.to, "customer": sms.from_, "sid": sms.sid}).first()
-    if row is None and sms.messaging_service_sid:
-        row = tx.execute(
-            _LOOKUP_BY_SERVICE, {"service": sms.messaging_service_sid, "customer": sms.from_, "sid": sms.sid}
-        ).first()
-    if row is None:
-        return None
-    return _Found(*row)
+def _look_up(tx, batch: list[InboundSms]) -> list[_Found | None]:
+    """Everything the webhook reads for a batch of texts, in one query: each text's number (by To,
+    else, in a second query, by MessagingServiceSid) with its assistant, the conversation's
+    active session, the customer and whether the MessageSid was seen before."""
+    found: list[_Found | None] = [None] * len(batch)
+    for index, *row in _run_lookup(tx, list(enumerate(batch)), by_service=False):
+        found[index] = _Found(*row)
+    by_service = [(index, sms) for index, sms in enumerate(batch) if found[index] is None and sms.messaging_service_sid]
+    if by_service:
+        for index, *row in _run_lookup(tx, by_service, by_service=True):
+            found[index] = _Found(*row)
+    return found
 
 
-def _lookup(number_matches) -> Select:
-    customer = bindparam("customer")
+TEXT_COLUMNS = {"i": Integer, "to": String, "customer": String, "sid": String, "service": String}
+
+
+def _run_lookup(tx, indexed: list[tuple[int, InboundSms]], by_service: bool):
+    params = {}
+    for row, (index, sms) in enumerate(indexed):
+        params.update({f"i{row}": index, f"to{row}": sms.to, f"customer{row}": sms.from_, f"sid{row}": sms.sid,
+                       f"service{row}": sms.messaging_service_sid})
+    return tx.execute(_lookup(len(indexed), by_service), params)
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup(size: int, by_service: bool) -> Select:
+    """The lookup of ``size`` texts, built once per size: a reused statement keeps its compiled form.
+
+    The texts come in as a table of bound parameters (one SELECT per text, joined
+    by UNION ALL), each with its index in the batch.
+    """
+    texts = union_all(*(
+        select(*(bindparam(f"{name}{row}", type_=kind).label(name) for name, kind in TEXT_COLUMNS.items()))
+        for row in range(size)
+    )).cte("texts")
+    matches = PhoneNumber.messaging_service_sid == texts.c.service if by_service else PhoneNumber.number == texts.c.to
     return (
         select(
+            texts.c.i,
             PhoneNumber,
             Assistant,
             Session,
-            select(Customer.id).where(Customer.number == customer).scalar_subquery(),
-            select(Message.id).where(Message.twilio_sid == bindparam("sid")).scalar_subquery(),
+            select(Customer.id).where(Customer.number == texts.c.customer).scalar_subquery(),
+            select(Message.id).where(Message.twilio_sid == texts.c.sid).scalar_subquery(),
         )
+        .select_from(texts)
+        .join(PhoneNumber, matches)
         .outerjoin(Assistant, Assistant.id == PhoneNumber.assistant_id)
-        .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + customer)
-        .where(number_matches)
+        .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + texts.c.customer)
     )
-
-
-# Built once: a reused statement keeps its compiled form.
-_LOOKUP_BY_NUMBER = _lookup(PhoneNumber.number == bindparam("to"))
-_LOOKUP_BY_SERVICE = _lookup(PhoneNumber.messaging_service_sid == bindparam("service"))

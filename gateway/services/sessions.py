@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.db.models import Customer, PhoneNumber, Session
-from gateway.db.ops import as_persistent, insert_or_ignore
+from gateway.db.ops import as_persistent, insert_many_or_ignore, insert_or_ignore
 from gateway.domain.expiry import expires_at
 from gateway.services import events
 
@@ -34,11 +34,34 @@ def conversation_key(phone_number_id: str, customer_number: str) -> str:
 
 
 def ensure_customer(tx: DbSession, number: str, now: datetime) -> str:
-    values = dict(id=_new_id(), number=number, created_at=now, updated_at=now)
-    customer_id = insert_or_ignore(tx, Customer, values, "number", Customer.id)
-    if customer_id is None:
-        customer_id = tx.scalar(select(Customer.id).where(Customer.number == number))
-    return customer_id
+    return ensure_customers(tx, [number], now)[number]
+
+
+def ensure_customers(tx: DbSession, numbers: list[str], now: datetime) -> dict[str, str]:
+    """The customer id of each number, creating the customers that do not exist yet."""
+    wanted = sorted(set(numbers))  # in key order: see insert_many_or_ignore
+    rows = [dict(id=_new_id(), number=number, created_at=now, updated_at=now) for number in wanted]
+    ids = dict(zip(wanted, (row["id"] for row in rows)))
+    inserted = set(insert_many_or_ignore(tx, Customer, rows, "number", Customer.number))
+    existing = [number for number in wanted if number not in inserted]
+    if existing:
+        ids.update(tx.execute(select(Customer.number, Customer.id).where(Customer.number.in_(existing))).all())
+    return ids
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """An SMS conversation a batch of texts belongs to, as the webhook found it."""
+
+    number: PhoneNumber
+    customer_id: str
+    customer_number: str
+    active: Session | None  # its active session, expired or not, or None
+    texts: int  # message positions to reserve, one per text
+
+    @property
+    def key(self) -> str:
+        return conversation_key(self.number.id, self.customer_number)
 
 
 def open_sms_session(
@@ -51,7 +74,7 @@ def open_sms_session(
     INSERT ... ON CONFLICT on the conversation's active key, so when many
     first texts race, one insert wins and the others read the winner's row.
     ``active`` is the conversation's active session when the caller has
-    already read it (the webhook reads it with the number, in one query).
+    already read it.
     """
     key = conversation_key(number.id, customer_number)
     completed_id = None
@@ -63,37 +86,80 @@ def open_sms_session(
         if session is not None:
             if complete(tx, session.id, now):
                 completed_id = session.id
-        values = dict(
-            id=_new_id(),
-            name=customer_number,
-            status="active",
-            assistant_id=number.assistant_id,
-            phone_number_id=number.id,
-            customer_id=customer_id,
-            active_key=key,
-            expiration_seconds=number.session_expiration_seconds,
-            inactivity_seconds=number.session_inactivity_seconds,
-            expires_at=expires_at(now, number.session_expiration_seconds, now, number.session_inactivity_seconds),
-            last_activity_at=now,
-            assistant_overrides={},
-            metadata_={},
-            cost=0.0,
-            engine_state={},
-            # A new row is invisible to others until commit: its first positions need no lock.
-            last_seq=reserve,
-            turn_lease_token=None,
-            turn_lease_until=None,
-            send_lease_token=None,
-            send_lease_until=None,
-            completed_at=None,
-            created_at=now,
-            updated_at=now,
-        )
+        values = _new_session(number, customer_id, customer_number, now, reserve)
         if insert_or_ignore(tx, Session, values, "active_key", Session.id) is not None:
-            created = as_persistent(tx, Session, values)
-            events.session_event(tx, created, "session.created", now)
-            return Opened(created, True, completed_id, tuple(range(1, reserve + 1)))
+            return Opened(_created(tx, values, now), True, completed_id, tuple(range(1, reserve + 1)))
     raise RuntimeError(f"could not open a session for conversation {key}")
+
+
+def open_sms_sessions(tx: DbSession, conversations: list[Conversation], now: datetime) -> list[Opened]:
+    """``open_sms_session`` for many conversations, in the order given; the new sessions in one INSERT.
+
+    Rows are locked in the order of their conversation keys, so batches in
+    several processes that share conversations cannot deadlock. A conversation
+    whose session another transaction opened first takes the one-by-one path,
+    which reads the winner's row.
+    """
+    opened: list[Opened | None] = [None] * len(conversations)
+    to_create = []  # (index, completed session id, new session's values)
+    for index in sorted(range(len(conversations)), key=lambda i: conversations[i].key):
+        conversation = conversations[index]
+        session = conversation.active
+        if session is not None and session.expires_at > now:
+            opened[index] = Opened(session, False, None, tuple(next_seqs(tx, session, conversation.texts, now)))
+            continue
+        completed_id = session.id if session is not None and complete(tx, session.id, now) else None
+        values = _new_session(conversation.number, conversation.customer_id, conversation.customer_number, now,
+                              conversation.texts)
+        to_create.append((index, completed_id, values))
+    inserted = set(insert_many_or_ignore(tx, Session, [values for *_, values in to_create], "active_key",
+                                         Session.active_key))
+    for index, completed_id, values in to_create:
+        conversation = conversations[index]
+        if values["active_key"] in inserted:
+            opened[index] = Opened(_created(tx, values, now), True, completed_id, tuple(range(1, conversation.texts + 1)))
+        else:
+            won = open_sms_session(tx, conversation.number, conversation.customer_id, conversation.customer_number,
+                                   now, reserve=conversation.texts)
+            opened[index] = Opened(won.session, won.created, completed_id or won.completed_id, won.seqs)
+    return opened  # type: ignore[return-value]  # every index was filled above
+
+
+def _new_session(number: PhoneNumber, customer_id: str, customer_number: str, now: datetime, reserve: int) -> dict:
+    """The column values of a conversation's new SMS session, with its first ``reserve`` positions taken."""
+    return dict(
+        id=_new_id(),
+        name=customer_number,
+        status="active",
+        assistant_id=number.assistant_id,
+        phone_number_id=number.id,
+        customer_id=customer_id,
+        active_key=conversation_key(number.id, customer_number),
+        expiration_seconds=number.session_expiration_seconds,
+        inactivity_seconds=number.session_inactivity_seconds,
+        expires_at=expires_at(now, number.session_expiration_seconds, now, number.session_inactivity_seconds),
+        last_activity_at=now,
+        assistant_overrides={},
+        metadata_={},
+        cost=0.0,
+        engine_state={},
+        # A new row is invisible to others until commit: its first positions need no lock.
+        last_seq=reserve,
+        turn_lease_token=None,
+        turn_lease_until=None,
+        send_lease_token=None,
+        send_lease_until=None,
+        completed_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _created(tx: DbSession, values: dict, now: datetime) -> Session:
+    """The session just inserted with ``values``, in the transaction's identity map, its event written."""
+    created = as_persistent(tx, Session, values)
+    events.session_event(tx, created, "session.created", now)
+    return created
 
 
 def complete(tx: DbSession, session_id: str, now: datetime) -> bool:

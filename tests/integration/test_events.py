@@ -222,6 +222,9 @@ class DownQueue:
     def enqueue(self, job, *args, delay: float = 0.0):
         raise ConnectionError("the queue is down")
 
+    def enqueue_many(self, jobs):
+        raise ConnectionError("the queue is down")
+
     def ping(self):
         raise ConnectionError("the queue is down")
 
@@ -667,7 +670,7 @@ def test_a_change_that_is_rolled_back_emits_no_event(runtime, receiver, assistan
     monkeypatch.setattr(session_api, "_first_message", disk_error)
     with pytest.raises(OperationalError):
         session_api.create_session(runtime, SessionCreate(assistantId=assistant.id, name="never"))
-    monkeypatch.setattr(inbound, "insert_or_ignore", disk_error)  # the message insert, after the session's event
+    monkeypatch.setattr(inbound, "insert_many_or_ignore", disk_error)  # the message insert, after the session's event
     with pytest.raises(OperationalError):
         accept_inbound(runtime, parse_inbound(inbound_params("lost text")))
     monkeypatch.undo()

@@ -18,32 +18,9 @@ from gateway.schemas import PhoneNumberUpdate
 from gateway.services.phone_numbers import update_phone_number
 from gateway.services.sweeper import sweep
 from tests.conftest import CUSTOMER, PUBLIC_URL, inbound_params, sign
+from tests.support.recording_queue import RecordingQueue
 
 DAY = 86400
-
-
-class RecordingQueue:
-    """Keeps enqueued jobs for the test to run when it chooses."""
-
-    name = "recording"
-
-    def __init__(self):
-        self.jobs: list[tuple[str, tuple, float]] = []
-        self.down = False
-
-    def enqueue(self, job, *args, delay=0.0):
-        if self.down:
-            raise ConnectionError("queue is down")
-        self.jobs.append((job, args, delay))
-
-    def ping(self):
-        if self.down:
-            raise ConnectionError("queue is down")
-
-    def run_all(self, runtime):
-        while self.jobs:
-            job, args, _ = self.jobs.pop(0)
-            run_job(runtime, job, *args)
 
 
 @pytest.fixture

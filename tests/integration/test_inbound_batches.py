@@ -1,0 +1,205 @@
+"""Group commit of webhooks (gateway/services/inbound.py store_texts): a batch stores exactly what
+the same texts would have stored one by one, on SQLite and on PostgreSQL (SPEC 5, 6.1, 6.3, 6.4)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+
+from gateway.db.group_commit import GroupCommit
+from gateway.db.models import Customer, Message, Session
+from gateway.schemas import PhoneNumberCreate
+from gateway.services import inbound
+from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
+from gateway.services.phone_numbers import create_phone_number
+from tests.conftest import BUSINESS, CUSTOMER, inbound_params
+from tests.support.recording_queue import RecordingQueue
+
+OTHER_CUSTOMER = "+14155550999"
+OTHER_BUSINESS = "+15550100001"
+NOBODYS_NUMBER = "+15550109999"
+
+
+@pytest.fixture
+def queue():
+    return RecordingQueue()
+
+
+@pytest.fixture
+def runtime(make_runtime, settings, clock, queue, database_url):
+    return make_runtime(settings.replace(database_url=database_url), clock=clock, queue=queue)
+
+
+def sms(body: str, sid: str, from_: str = CUSTOMER, to: str = BUSINESS, **extra):
+    return parse_inbound(inbound_params(body, sid=sid, from_=from_, to=to, **extra))
+
+
+def texts_of(runtime) -> list[Message]:
+    with runtime.db.begin() as tx:
+        return list(tx.scalars(select(Message).where(Message.role == "user").order_by(Message.twilio_sid)))
+
+
+def sessions_of(runtime) -> list[Session]:
+    with runtime.db.begin() as tx:
+        return list(tx.scalars(select(Session).order_by(Session.created_at, Session.name)))
+
+
+def count(runtime, model) -> int:
+    with runtime.db.begin() as tx:
+        return tx.scalar(select(func.count()).select_from(model))
+
+
+def turns(queue) -> list[str]:
+    return [args[0] for job, args, _ in queue.jobs if job == "process_turns"]
+
+
+def test_the_runtime_stores_webhooks_through_group_commit(runtime, number):
+    """Every runtime's accept_inbound goes through a GroupCommit whose store is store_texts."""
+    assert isinstance(runtime.inbound, GroupCommit)
+    assert accept_inbound(runtime, sms("hi", "SMaaa1")).outcome == "stored"
+    assert [m.twilio_sid for m in texts_of(runtime)] == ["SMaaa1"]
+
+
+def test_a_batch_stores_each_text_as_if_they_had_come_one_by_one(runtime, queue, number):
+    """Texts of one new conversation share one session in arrival order; duplicates and unknown numbers store nothing."""
+    store_texts(runtime, [sms("before", "SMold")])
+    queue.jobs.clear()
+    batch = [
+        sms("first", "SMb3"),
+        sms("other customer", "SMb1", from_=OTHER_CUSTOMER),
+        sms("second", "SMb2"),  # the same conversation as the first; sids out of order on purpose
+        sms("first again", "SMb3"),  # Twilio retried the first text inside the same batch
+        sms("nobody's", "SMb4", to=NOBODYS_NUMBER),
+        sms("stored before", "SMold"),
+    ]
+    results = store_texts(runtime, batch)
+
+    assert [r.outcome for r in results] == ["stored", "stored", "stored", "duplicate", "unknown_number", "duplicate"]
+    first, other, second = results[:3]
+    assert first.session_id == second.session_id != other.session_id
+    # The conversation already had a session from "before"; the other customer's is new and opened by its text.
+    assert (first.session_created, other.session_created, second.session_created) == (False, True, False)
+
+    stored = {m.twilio_sid: m for m in texts_of(runtime)}
+    assert sorted(stored) == ["SMb1", "SMb2", "SMb3", "SMold"]
+    assert stored["SMb3"].content == "first" and stored["SMb2"].content == "second"
+    # Order within a session is arrival order, whatever the sids: "first" before "second" (SPEC 6.3).
+    assert stored["SMold"].seq < stored["SMb3"].seq < stored["SMb2"].seq
+    assert stored["SMb1"].seq == 1
+    assert count(runtime, Session) == 2 and count(runtime, Customer) == 2
+    # One turn job per session with new texts, whatever the number of texts.
+    assert sorted(turns(queue)) == sorted({first.session_id, other.session_id})
+
+
+def test_a_new_conversation_with_two_texts_in_one_batch_opens_one_session(runtime, number):
+    """Two first texts of one customer in one batch: one session, positions 1 and 2, the first text opened it."""
+    results = store_texts(runtime, [sms("one", "SMc1"), sms("two", "SMc2")])
+    assert [(r.outcome, r.session_created) for r in results] == [("stored", True), ("stored", False)]
+    [session] = sessions_of(runtime)
+    assert session.last_seq == 2
+    assert [(m.content, m.seq) for m in texts_of(runtime)] == [("one", 1), ("two", 2)]
+
+
+def test_an_expired_session_in_a_batch_is_completed_and_replaced_while_a_live_one_continues(runtime, clock, number):
+    """In one batch: a conversation past its expiry gets a new session, another one keeps its live session."""
+    first = store_texts(runtime, [sms("hello", "SMd1")])[0]
+    clock.advance(86400 - 10)
+    other = store_texts(runtime, [sms("hello", "SMd2", from_=OTHER_CUSTOMER)])[0]
+    clock.advance(20)  # the first conversation's session has expired, the other's has not
+
+    again, continued = store_texts(runtime, [sms("back again", "SMd3"), sms("still here", "SMd4", from_=OTHER_CUSTOMER)])
+
+    assert again.session_id != first.session_id and again.session_created
+    assert continued.session_id == other.session_id and not continued.session_created
+    statuses = {s.id: s.status for s in sessions_of(runtime)}
+    assert statuses == {first.session_id: "completed", other.session_id: "active", again.session_id: "active"}
+
+
+def test_one_customer_texting_two_business_numbers_in_one_batch_is_one_customer_with_two_sessions(runtime, assistant, number):
+    """A customer is one row however many numbers it texts; each (number, customer) pair is its own conversation."""
+    create_phone_number(runtime, PhoneNumberCreate(number=OTHER_BUSINESS, assistantId=assistant.id))
+    results = store_texts(runtime, [sms("to one", "SMe1"), sms("to two", "SMe2", to=OTHER_BUSINESS)])
+    assert [r.outcome for r in results] == ["stored", "stored"]
+    assert results[0].session_id != results[1].session_id
+    assert count(runtime, Customer) == 1 and count(runtime, Session) == 2
+
+
+def test_a_text_found_by_its_messaging_service_is_stored_beside_texts_found_by_number(runtime, assistant, number):
+    """A text whose To is unknown but whose MessagingServiceSid names a number maps to that number, in the same batch."""
+    service = "MG" + "1" * 32
+    serviced = create_phone_number(runtime, PhoneNumberCreate(number=OTHER_BUSINESS, assistantId=assistant.id,
+                                                              messagingServiceSid=service))
+    results = store_texts(runtime, [
+        sms("by number", "SMf1"),
+        sms("by service", "SMf2", to=NOBODYS_NUMBER, MessagingServiceSid=service),
+        sms("no service", "SMf3", to=NOBODYS_NUMBER),
+    ])
+    assert [r.outcome for r in results] == ["stored", "stored", "unknown_number"]
+    with runtime.db.begin() as tx:
+        assert tx.get(Session, results[1].session_id).phone_number_id == serviced.id
+
+
+def test_a_duplicate_stored_elsewhere_after_the_lookup_sends_the_batch_through_one_text_at_a_time(
+    runtime, queue, number, monkeypatch
+):
+    """A MessageSid committed by another process between lookup and insert: that text is a duplicate, its
+    session work is undone, and the rest of the batch is stored as usual (SPEC 6.4)."""
+    store_texts(runtime, [sms("stored by the other process", "SMg1", from_=OTHER_CUSTOMER)])
+    queue.jobs.clear()
+    real_look_up = inbound._look_up
+    hidden = {"SMg1"}
+
+    def look_up_missing_the_race(tx, batch):
+        # What a lookup sees when the other process commits just after it: no duplicate yet.
+        found = real_look_up(tx, batch)
+        return [f if f is None or sms.sid not in hidden else type(f)(f.number, f.assistant, None, f.customer_id, None)
+                for f, sms in zip(found, batch)]
+
+    monkeypatch.setattr(inbound, "_look_up", look_up_missing_the_race)
+    results = store_texts(runtime, [sms("new", "SMg2"), sms("the same text again", "SMg1", from_=OTHER_CUSTOMER)])
+
+    assert [r.outcome for r in results] == ["stored", "duplicate"]
+    assert sorted(m.twilio_sid for m in texts_of(runtime)) == ["SMg1", "SMg2"]
+    sessions = {s.name: s for s in sessions_of(runtime)}
+    assert sorted(sessions) == [CUSTOMER, OTHER_CUSTOMER]
+    # The duplicate's rolled-back attempt left no session and no reserved position behind.
+    assert sessions[OTHER_CUSTOMER].last_seq == 1 and sessions[CUSTOMER].last_seq == 1
+    assert turns(queue) == [results[0].session_id]
+
+
+def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, number, monkeypatch):
+    """PostgreSQL breaking a deadlock aborts the batch (SQLSTATE 40P01); each text is then stored on its own."""
+    real_insert = inbound.insert_many_or_ignore
+    aborted = []
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    def insert(tx, model, rows, *args):
+        if len(rows) > 1 and not aborted:
+            aborted.append(len(rows))
+            raise DBAPIError("INSERT INTO messages ...", {}, Deadlock("deadlock detected"))
+        return real_insert(tx, model, rows, *args)
+
+    monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
+    results = store_texts(runtime, [sms("one", "SMh1"), sms("two", "SMh2", from_=OTHER_CUSTOMER)])
+
+    assert aborted == [2]
+    assert [r.outcome for r in results] == ["stored", "stored"]
+    assert sorted(m.twilio_sid for m in texts_of(runtime)) == ["SMh1", "SMh2"]
+
+
+def test_other_database_errors_fail_the_whole_batch_and_store_nothing(runtime, number, monkeypatch):
+    """Any other error rolls the batch back and reaches every caller: nothing half-stored (SPEC 5: stored before 200)."""
+
+    class DiskFull(Exception):
+        sqlstate = "53100"
+
+    def insert(*args, **kwargs):
+        raise DBAPIError("INSERT INTO messages ...", {}, DiskFull("could not extend file"))
+
+    monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
+    with pytest.raises(DBAPIError):
+        store_texts(runtime, [sms("one", "SMi1"), sms("two", "SMi2", from_=OTHER_CUSTOMER)])
+    assert count(runtime, Message) == 0 and count(runtime, Session) == 0 and count(runtime, Customer) == 0
