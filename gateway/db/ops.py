@@ -44,7 +44,8 @@ def insert_many_or_ignore(
     # (that this one may reference) must reach the database first, as with the ORM.
     tx.flush()
     # Several rows go out as one multi-row INSERT (SQLAlchemy's "insertmanyvalues").
-    return list(tx.execute(statement, rows if len(rows) > 1 else rows[0]).scalars())
+    # On the connection, not the ORM session: a Core INSERT needs none of the ORM's execute machinery.
+    return list(tx.connection().execute(statement, rows if len(rows) > 1 else rows[0]).scalars())
 
 
 # Built once per shape with bound parameters: the webhook runs these on every text,
