@@ -38,6 +38,10 @@ ENGINE_LATENCY = Histogram(
     "gateway_engine_latency_seconds", "Time of one engine answer, retries included, by provider", ["provider"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
 )
+INBOUND_BATCH = Histogram(
+    "gateway_inbound_batch_size", "Webhooks stored per transaction by group commit (1 when they come one at a time)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 def webhook(kind: str, outcome: str) -> None:
@@ -46,6 +50,10 @@ def webhook(kind: str, outcome: str) -> None:
 
 def message_status(status: str) -> None:
     MESSAGES.labels(status).inc()
+
+
+def inbound_batch(size: int) -> None:
+    INBOUND_BATCH.observe(size)
 
 
 def turn(outcome: str, provider: str | None, elapsed_ms: int | None) -> None:
@@ -87,7 +95,7 @@ def render(runtime: "Runtime") -> tuple[bytes, str]:
 
         multiprocess.MultiProcessCollector(registry)
     else:
-        for collector in (WEBHOOKS, MESSAGES, TURNS, ENGINE_LATENCY):
+        for collector in (WEBHOOKS, MESSAGES, TURNS, ENGINE_LATENCY, INBOUND_BATCH):
             registry.register(collector)
     registry.register(LiveState(runtime))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, bindparam
+from sqlalchemy import Column, bindparam, literal_column, select, text
 from sqlalchemy.orm import Session as DbSession, make_transient_to_detached
 
 
@@ -35,17 +37,27 @@ def insert_many_or_ignore(
         return []
     conflict = (conflict_on,) if isinstance(conflict_on, str) else tuple(conflict_on)
     dialect = tx.get_bind().dialect.name
+    # Several rows on PostgreSQL travel as one JSON parameter (see _json_rows_insert).
+    as_json = dialect == "postgresql" and len(rows) > 1
     # Keyed by names only: SQLAlchemy columns overload ==, so they make poor dict keys.
-    shape = (dialect, model, tuple(rows[0]), conflict, returning.key)
+    shape = (dialect, model, tuple(rows[0]), conflict, returning.key, as_json)
     statement = _STATEMENTS.get(shape)
     if statement is None:
-        statement = _STATEMENTS[shape] = _insert_statement(dialect, model, tuple(rows[0]), conflict, returning)
+        build = _json_rows_insert if as_json else _insert_statement
+        statement = _STATEMENTS[shape] = build(dialect, model, tuple(rows[0]), conflict, returning)
     # A Core statement does not autoflush; rows added earlier in this transaction
     # (that this one may reference) must reach the database first, as with the ORM.
     tx.flush()
-    # Several rows go out as one multi-row INSERT (SQLAlchemy's "insertmanyvalues").
+    if as_json:
+        # JSON keys are column names ("metadata"), row keys may be attribute names ("metadata_").
+        names = [(_column(model, key).name, key) for key in rows[0]]
+        parameters: Any = {"rows": json.dumps([{name: row[key] for name, key in names} for row in rows],
+                                              default=_json_value, ensure_ascii=False)}
+    else:
+        # Several rows (on SQLite) go out as one multi-row INSERT: SQLAlchemy's "insertmanyvalues".
+        parameters = rows if len(rows) > 1 else rows[0]
     # On the connection, not the ORM session: a Core INSERT needs none of the ORM's execute machinery.
-    return list(tx.connection().execute(statement, rows if len(rows) > 1 else rows[0]).scalars())
+    return list(tx.connection().execute(statement, parameters).scalars())
 
 
 # Built once per shape with bound parameters: the webhook runs these on every text,
@@ -66,6 +78,34 @@ def _insert_statement(dialect: str, model: type, columns: tuple[str, ...], confl
     # Unnamed-typed parameters take each column's type (JSON, UTC datetimes) from the VALUES clause.
     keys = {_column(model, name): bindparam(name) for name in columns}
     return insert(target).values(keys).on_conflict_do_nothing(index_elements=list(conflict)).returning(returning)
+
+
+def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], conflict: tuple[str, ...], returning: Any):
+    """INSERT ... SELECT FROM json_populate_recordset(NULL::table, :rows) ON CONFLICT DO NOTHING RETURNING.
+
+    A multi-row VALUES list carries one parameter per value, and psycopg parses
+    (rather than caches) any statement with more than 50 of them: with the 24
+    columns of a session, that parsing cost more than the rest of the insert.
+    One JSON array of rows is one parameter, the statement's text never changes,
+    and PostgreSQL converts each field to its column's type.
+    """
+    from sqlalchemy.dialects.postgresql import insert
+
+    table = model.__table__
+    names = [_column(model, name).name for name in columns]
+    rows = text(f"json_populate_recordset(NULL::{table.name}, CAST(:rows AS json)) AS rows")
+    source = select(*(literal_column(f'rows."{name}"') for name in names)).select_from(rows)
+    return (insert(table).from_select(names, source).on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(returning))
+
+
+def _json_value(value: Any) -> Any:
+    """What a column value becomes inside the JSON rows: UTC datetimes as UTCDateTime stores them."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in a JSON row")
 
 
 def as_persistent(tx: DbSession, model: type, values: dict[str, Any]):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Mapping
 from sqlalchemy import Integer, Select, String, bindparam, select, union_all
 from sqlalchemy.exc import DBAPIError
 
+from gateway import metrics
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
 from gateway.db.ops import insert_many_or_ignore
 from gateway.domain.phone import InvalidNumber, mask, to_e164
@@ -117,6 +118,7 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
 
     The unit of group commit (``runtime.inbound``): one result per text, in order.
     """
+    metrics.inbound_batch(len(batch))
     try:
         with runtime.db.begin() as tx:
             accepted = _store(tx, batch, runtime.clock.now())

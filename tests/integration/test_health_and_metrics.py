@@ -75,6 +75,7 @@ def test_metrics_follow_a_text_to_delivery(client, webhook, number, runtime):
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert grew("gateway_turns_total", outcome="processed") == 1
+    assert grew("gateway_inbound_batch_size_count") == 1 and grew("gateway_inbound_batch_size_sum") == 1
     assert grew("gateway_engine_latency_seconds_count", provider="echo") == 1
     assert grew("gateway_messages_sent_total", status="delivered") == 1  # the sandbox sender delivers at once
     assert value(after, "gateway_active_sessions") == 1

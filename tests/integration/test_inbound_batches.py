@@ -203,3 +203,27 @@ def test_other_database_errors_fail_the_whole_batch_and_store_nothing(runtime, n
     with pytest.raises(DBAPIError):
         store_texts(runtime, [sms("one", "SMi1"), sms("two", "SMi2", from_=OTHER_CUSTOMER)])
     assert count(runtime, Message) == 0 and count(runtime, Session) == 0 and count(runtime, Customer) == 0
+
+
+def test_rows_stored_in_a_batch_equal_rows_stored_alone(runtime, number):
+    """Every column of a session, customer and text stored in a batch reads back as it does when stored alone
+    (on PostgreSQL a batch's rows travel as one JSON parameter: datetimes, JSON and booleans must survive)."""
+    media = [{"url": "https://example.com/a.jpg", "contentType": "image/jpeg"}]
+    extra = dict(NumMedia="1", MediaUrl0=media[0]["url"], MediaContentType0="image/jpeg", FromCity="ÅLESUND")
+    alone = store_texts(runtime, [sms("ünïcode 🚲 'quoted' \"text\"", "SMj1", **extra)])[0]
+    batch = store_texts(runtime, [sms("ünïcode 🚲 'quoted' \"text\"", "SMj2", from_=OTHER_CUSTOMER, **extra),
+                                  sms("ünïcode 🚲 'quoted' \"text\"", "SMj3", from_="+14155550777", **extra)])
+
+    def columns(row, skip):
+        return {c.key: getattr(row, c.key) for c in row.__mapper__.column_attrs if c.key not in skip}
+
+    with runtime.db.begin() as tx:
+        sessions = [tx.get(Session, r.session_id) for r in (alone, *batch)]
+        messages = [tx.get(Message, r.message_id) for r in (alone, *batch)]
+        customers = [tx.get(Customer, s.customer_id) for s in sessions]
+        own = {"id", "name", "customer_id", "active_key", "session_id", "twilio_sid", "number"}
+        assert columns(sessions[1], own) == columns(sessions[2], own) == columns(sessions[0], own)
+        assert columns(messages[1], own) == columns(messages[2], own) == columns(messages[0], own)
+        assert columns(customers[1], own) == columns(customers[2], own) == columns(customers[0], own)
+        assert messages[1].media == media and messages[1].details["FromCity"] == "ÅLESUND"
+        assert sessions[1].expires_at == sessions[0].expires_at and sessions[1].expires_at.tzinfo is not None
