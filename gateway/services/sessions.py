@@ -25,10 +25,6 @@ class Opened:
     seqs: tuple[int, ...] = ()  # message positions reserved for the caller
 
 
-# "Not looked up yet", as opposed to None: "looked up, there is no active session".
-UNKNOWN = object()
-
-
 def conversation_key(phone_number_id: str, customer_number: str) -> str:
     return f"{phone_number_id}:{customer_number}"
 
@@ -66,21 +62,18 @@ class Conversation:
 
 def open_sms_session(
     tx: DbSession, number: PhoneNumber, customer_id: str, customer_number: str, now: datetime, *,
-    active=UNKNOWN, reserve: int = 0,
+    reserve: int = 0,
 ) -> Opened:
     """The active session of this conversation, or a new one, with ``reserve`` message positions taken.
 
     An expired session found here is completed first. Creation is an
     INSERT ... ON CONFLICT on the conversation's active key, so when many
     first texts race, one insert wins and the others read the winner's row.
-    ``active`` is the conversation's active session when the caller has
-    already read it.
     """
     key = conversation_key(number.id, customer_number)
     completed_id = None
     for _ in range(3):
-        session = tx.scalar(select(Session).where(Session.active_key == key)) if active is UNKNOWN else active
-        active = UNKNOWN
+        session = tx.scalar(select(Session).where(Session.active_key == key))
         if session is not None and session.expires_at > now:
             return Opened(session, False, completed_id, tuple(next_seqs(tx, session, reserve, now)) if reserve else ())
         if session is not None:
