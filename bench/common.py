@@ -445,7 +445,10 @@ class Profiler:
         self.spies = [
             subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                 "--rate", str(rate), "--format", "raw", "--output", str(path), "--nonblocking"],
+                 "--rate", str(rate), "--format", "raw", "--output", str(path), "--nonblocking",
+                 # Only the thread holding the GIL: where Python spends CPU. Without it, threads
+                 # waiting on a lock, a socket or the next request fill most samples.
+                 "--gil"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             for pid, path in zip(pids, self.files)

@@ -57,7 +57,7 @@ def summarise(paths: list[Path], top: int = 30) -> str:
 
     ours = [(frame, n) for frame, n in inclusive.most_common() if "gateway/" in frame][:top]
     return "\n\n".join([
-        f"{total} samples (py-spy, 100 Hz, busy threads only) from {len(paths)} process(es)",
+        f"{total} samples (py-spy, 100 Hz, the thread holding the GIL) from {len(paths)} process(es)",
         table(libraries.most_common(), "self time by library:"),
         table(ours, "gateway functions, inclusive:"),
         table(own.most_common(top), "self time by function:"),
