@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from sqlalchemy import Integer, Select, String, bindparam, select, union_all
+from sqlalchemy.orm import load_only
 from sqlalchemy.exc import DBAPIError
 
 from gateway import metrics
@@ -283,4 +284,12 @@ def _lookup(size: int, by_service: bool) -> Select:
         .join(PhoneNumber, matches)
         .outerjoin(Assistant, Assistant.id == PhoneNumber.assistant_id)
         .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + texts.c.customer)
+        # Only the columns storing a text reads; anything else is loaded if ever touched.
+        .options(
+            load_only(PhoneNumber.assistant_id, PhoneNumber.session_expiration_seconds,
+                      PhoneNumber.session_inactivity_seconds),
+            load_only(Assistant.server_url, Assistant.server_events),
+            load_only(Session.status, Session.expires_at, Session.created_at, Session.expiration_seconds,
+                      Session.inactivity_seconds),
+        )
     )
