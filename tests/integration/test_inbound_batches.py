@@ -3,17 +3,21 @@ the same texts would have stored one by one, on SQLite and on PostgreSQL (SPEC 5
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
+from gateway import create_app
 from gateway.db.group_commit import GroupCommit
 from gateway.db.models import Customer, Message, Session
 from gateway.schemas import PhoneNumberCreate
 from gateway.services import inbound
 from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
 from gateway.services.phone_numbers import create_phone_number
-from tests.conftest import BUSINESS, CUSTOMER, inbound_params
+from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import RecordingQueue
 
 OTHER_CUSTOMER = "+14155550999"
@@ -227,3 +231,41 @@ def test_rows_stored_in_a_batch_equal_rows_stored_alone(runtime, number):
         assert columns(customers[1], own) == columns(customers[2], own) == columns(customers[0], own)
         assert messages[1].media == media and messages[1].details["FromCity"] == "ÅLESUND"
         assert sessions[1].expires_at == sessions[0].expires_at and sessions[1].expires_at.tzinfo is not None
+
+
+def test_concurrent_webhooks_to_one_app_are_stored_once_each_in_arrival_order_per_customer(runtime, queue, number):
+    """48 webhooks from 16 threads at once (4 customers, 3 texts each, every text delivered 4 times) through
+    the real Flask app: all answered 200, each text stored once, one session per customer, and each
+    customer's texts in the order they were sent."""
+    app = create_app(runtime=runtime)
+    customers = [f"+1415555{index:04d}" for index in range(4)]
+    texts = [(customer, f"text {n}", f"SM{index}x{n}{'0' * 28}") for index, customer in enumerate(customers)
+             for n in range(3)]
+    start = threading.Barrier(16)
+
+    def deliver(worker: int) -> list[int]:
+        client = app.test_client()
+        statuses = []
+        start.wait()
+        # Each worker sends the texts of one customer, in order; four workers share each customer.
+        for sender, body, sid in texts:
+            if sender == customers[worker % 4]:
+                params = inbound_params(body, sid=sid, from_=sender)
+                signature = sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)
+                statuses.append(client.post("/twilio/sms", data=params,
+                                            headers={"X-Twilio-Signature": signature}).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = [status for result in pool.map(deliver, range(16)) for status in result]
+
+    assert statuses == [200] * 48
+    stored = texts_of(runtime)
+    assert sorted(m.twilio_sid for m in stored) == sorted(sid for *_, sid in texts)
+    sessions = sessions_of(runtime)
+    assert sorted(s.name for s in sessions) == customers
+    for session in sessions:
+        own = sorted((m for m in stored if m.session_id == session.id), key=lambda m: m.seq)
+        # Every delivery of "text n" waited for "text n-1" to be answered, so arrival order is send order.
+        assert [m.content for m in own] == ["text 0", "text 1", "text 2"]
+        assert [m.seq for m in own] == [1, 2, 3] and session.last_seq == 3
