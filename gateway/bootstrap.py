@@ -53,7 +53,8 @@ class Runtime:
             self.queue.enqueue_many(jobs)
             return True
         except Exception as error:  # Redis down, connection reset: never fail the caller
-            log.warning("event=queue.enqueue_failed job=%s count=%d error=%s", jobs[0][0], len(jobs), type(error).__name__)
+            log.warning("event=queue.enqueue_failed job=%s count=%d error=%s", jobs[0][0], len(jobs),
+                        type(error).__name__)
             return False
 
     def close(self) -> None:

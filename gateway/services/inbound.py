@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from sqlalchemy import Integer, Select, String, bindparam, select, union_all
-from sqlalchemy.orm import load_only
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import load_only
 
 from gateway import metrics
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id

@@ -110,7 +110,8 @@ def open_sms_sessions(tx: DbSession, conversations: list[Conversation], now: dat
     for index, completed_id, values in to_create:
         conversation = conversations[index]
         if values["active_key"] in inserted:
-            opened[index] = Opened(_created(tx, values, now), True, completed_id, tuple(range(1, conversation.texts + 1)))
+            positions = tuple(range(1, conversation.texts + 1))
+            opened[index] = Opened(_created(tx, values, now), True, completed_id, positions)
         else:
             won = open_sms_session(tx, conversation.number, conversation.customer_id, conversation.customer_number,
                                    now, reserve=conversation.texts)

@@ -66,7 +66,7 @@ def test_the_runtime_stores_webhooks_through_group_commit(runtime, number):
 
 
 def test_a_batch_stores_each_text_as_if_they_had_come_one_by_one(runtime, queue, number):
-    """Texts of one new conversation share one session in arrival order; duplicates and unknown numbers store nothing."""
+    """Texts of one conversation share its session in arrival order; duplicates and unknown numbers store nothing."""
     store_texts(runtime, [sms("before", "SMold")])
     queue.jobs.clear()
     batch = [
@@ -112,7 +112,8 @@ def test_an_expired_session_in_a_batch_is_completed_and_replaced_while_a_live_on
     other = store_texts(runtime, [sms("hello", "SMd2", from_=OTHER_CUSTOMER)])[0]
     clock.advance(20)  # the first conversation's session has expired, the other's has not
 
-    again, continued = store_texts(runtime, [sms("back again", "SMd3"), sms("still here", "SMd4", from_=OTHER_CUSTOMER)])
+    again, continued = store_texts(runtime, [sms("back again", "SMd3"),
+                                             sms("still here", "SMd4", from_=OTHER_CUSTOMER)])
 
     assert again.session_id != first.session_id and again.session_created
     assert continued.session_id == other.session_id and not continued.session_created
@@ -120,7 +121,7 @@ def test_an_expired_session_in_a_batch_is_completed_and_replaced_while_a_live_on
     assert statuses == {first.session_id: "completed", other.session_id: "active", again.session_id: "active"}
 
 
-def test_one_customer_texting_two_business_numbers_in_one_batch_is_one_customer_with_two_sessions(runtime, assistant, number):
+def test_one_customer_texting_two_numbers_in_one_batch_is_one_customer_with_two_sessions(runtime, assistant, number):
     """A customer is one row however many numbers it texts; each (number, customer) pair is its own conversation."""
     create_phone_number(runtime, PhoneNumberCreate(number=OTHER_BUSINESS, assistantId=assistant.id))
     results = store_texts(runtime, [sms("to one", "SMe1"), sms("to two", "SMe2", to=OTHER_BUSINESS)])
@@ -130,7 +131,7 @@ def test_one_customer_texting_two_business_numbers_in_one_batch_is_one_customer_
 
 
 def test_a_text_found_by_its_messaging_service_is_stored_beside_texts_found_by_number(runtime, assistant, number):
-    """A text whose To is unknown but whose MessagingServiceSid names a number maps to that number, in the same batch."""
+    """A text whose To is unknown but whose MessagingServiceSid names a number maps to that number, in one batch."""
     service = "MG" + "1" * 32
     serviced = create_phone_number(runtime, PhoneNumberCreate(number=OTHER_BUSINESS, assistantId=assistant.id,
                                                               messagingServiceSid=service))
@@ -195,7 +196,7 @@ def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, num
 
 
 def test_other_database_errors_fail_the_whole_batch_and_store_nothing(runtime, number, monkeypatch):
-    """Any other error rolls the batch back and reaches every caller: nothing half-stored (SPEC 5: stored before 200)."""
+    """Any other error rolls the batch back and reaches every caller: nothing half-stored (SPEC 5)."""
 
     class DiskFull(Exception):
         sqlstate = "53100"

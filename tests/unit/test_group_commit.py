@@ -1,4 +1,4 @@
-"""GroupCommit: concurrent submissions are stored together, each caller gets its own result (gateway/db/group_commit.py)."""
+"""GroupCommit (gateway/db/group_commit.py): concurrent submissions are stored together, each caller gets its own."""
 
 from __future__ import annotations
 
