@@ -122,8 +122,10 @@ def _column(model: type, name: str):
     return attribute.columns[0] if attribute is not None else model.__table__.c[name]
 
 
-def lock_row(tx: DbSession, statement):
-    """SELECT ... FOR UPDATE on PostgreSQL. SQLite's BEGIN IMMEDIATE already holds the write lock."""
+def lock_rows(tx: DbSession, statement, *, skip_locked: bool = False):
+    """SELECT ... FOR UPDATE [SKIP LOCKED] on PostgreSQL: the rows, locked until commit, leaving out
+    (with ``skip_locked``) those another transaction holds. SQLite's BEGIN IMMEDIATE already holds
+    the write lock of the whole database."""
     if tx.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(skip_locked=skip_locked)
     return tx.execute(statement)

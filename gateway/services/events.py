@@ -39,16 +39,21 @@ def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, vi
     ``view`` is the object's dict, or a function that builds it: most
     assistants subscribe to nothing, and then nothing needs building.
     """
-    assistant = tx.get(Assistant, assistant_id) if assistant_id else None
-    if assistant is None or not assistant.server_url or event_type not in (assistant.server_events or []):
+    if not subscribes(tx, assistant_id, event_type):
         return None
     event_id = new_id()
     body = view() if callable(view) else view
     payload = {"message": {"id": event_id, "type": event_type, "timestamp": iso(now), name: body}}
-    tx.add(Event(id=event_id, assistant_id=assistant.id, type=event_type, payload=payload, status="pending",
+    tx.add(Event(id=event_id, assistant_id=assistant_id, type=event_type, payload=payload, status="pending",
                  attempts=0, next_attempt_at=now, created_at=now))
     tx.info.setdefault(PENDING_KEY, []).append(event_id)
     return event_id
+
+
+def subscribes(tx: DbSession, assistant_id: str | None, event_type: str) -> bool:
+    """Whether the assistant has a serverUrl and takes this event type (it is read once per transaction)."""
+    assistant = tx.get(Assistant, assistant_id) if assistant_id else None
+    return assistant is not None and bool(assistant.server_url) and event_type in (assistant.server_events or [])
 
 
 def session_event(tx: DbSession, session: Session, event_type: str, now: datetime) -> str | None:

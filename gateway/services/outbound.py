@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session as DbSession
 from adapters.base import RetryPolicy
 from gateway.config import DEFAULT_PORT
 from gateway.db.models import Message, PhoneNumber, Session, new_id
-from gateway.db.ops import lock_row
+from gateway.db.ops import lock_rows
 from gateway.domain.phone import mask
 from gateway.domain.segments import describe, split_body
 from gateway.ports import OutboundSms, SendError
@@ -161,7 +161,7 @@ def _reserve_slot(runtime: "Runtime", lease: Lease, message: Message) -> float |
     now = runtime.clock.now()
     with runtime.db.begin() as tx:
         lease.renew(tx)
-        number = lock_row(
+        number = lock_rows(
             tx,
             select(PhoneNumber).join(Session, Session.phone_number_id == PhoneNumber.id).where(Session.id == message.session_id),
         ).scalar_one_or_none()

@@ -158,17 +158,32 @@ def _created(tx: DbSession, values: dict, now: datetime) -> Session:
 
 def complete(tx: DbSession, session_id: str, now: datetime) -> bool:
     """Mark a session completed; False if it already was. Completed sessions never reopen."""
-    result = tx.execute(
+    return bool(complete_many(tx, [session_id], now))
+
+
+def complete_many(tx: DbSession, session_ids: list[str], now: datetime) -> list[str]:
+    """Complete the sessions that are still active, in one UPDATE; the ids of those it completed.
+
+    Each completed session reports ``session.updated``; only sessions whose
+    assistant subscribes to it are read back to build the event. Session
+    objects already in the transaction see the new status (the ORM applies
+    the UPDATE's values to them).
+    """
+    if not session_ids:
+        return []
+    completed = tx.execute(
         update(Session)
-        .where(Session.id == session_id, Session.status == "active")
+        .where(Session.id.in_(session_ids), Session.status == "active")
         .values(status="completed", active_key=None, completed_at=now, updated_at=now)
-    )
-    if result.rowcount != 1:
-        return False
-    session = tx.get(Session, session_id)
-    tx.refresh(session)
-    events.session_event(tx, session, "session.updated", now)
-    return True
+        .returning(Session.id, Session.assistant_id)
+    ).all()
+    reported = [session_id for session_id, assistant_id in completed
+                if events.subscribes(tx, assistant_id, "session.updated")]
+    if reported:
+        for session in tx.scalars(select(Session).where(Session.id.in_(reported))
+                                  .execution_options(populate_existing=True)):
+            events.session_event(tx, session, "session.updated", now)
+    return [session_id for session_id, _ in completed]
 
 
 def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> list[int]:

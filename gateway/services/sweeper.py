@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import func, or_, select
 
 from gateway.db.models import Message, Session
+from gateway.db.ops import lock_rows
 from gateway.services.events import due_events
-from gateway.services.sessions import complete
+from gateway.services.sessions import complete_many
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -61,17 +62,21 @@ def complete_expired(runtime: "Runtime", progress: Callable[[int], None] | None 
     while True:
         with runtime.db.begin() as tx:
             ids = list(
-                tx.scalars(
+                lock_rows(
+                    tx,
                     # ORDER BY the index's own order keeps PostgreSQL on (status, expires_at): without it the
                     # planner, taking the two conditions as independent, may scan the whole table instead.
                     # The oldest expiries complete first, too.
                     select(Session.id)
                     .where(Session.status == "active", Session.expires_at <= now)
                     .order_by(Session.expires_at)
-                    .limit(BATCH)
-                )
+                    .limit(BATCH),
+                    # A session a webhook is completing (with a new text) is left to it: the sweep never
+                    # waits for a lock, so it cannot deadlock with a batch of webhooks holding several.
+                    skip_locked=True,
+                ).scalars()
             )
-            completed = [session_id for session_id in ids if complete(tx, session_id, now)]  # emits session.updated
+            completed = complete_many(tx, ids, now)  # emits session.updated
         for session_id in completed:
             log.info("event=session.completed session=%s reason=expired", session_id)
         total += len(completed)

@@ -16,6 +16,7 @@ from gateway.db.models import Message, Session
 from gateway.jobs import run_job
 from gateway.schemas import PhoneNumberUpdate
 from gateway.services.phone_numbers import update_phone_number
+from gateway.services import sweeper
 from gateway.services.sweeper import sweep
 from tests.conftest import CUSTOMER, PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import RecordingQueue
@@ -116,6 +117,35 @@ def test_sweep_completes_expired_sessions_without_a_new_text(text, runtime, cloc
     assert session(runtime, old).status == "completed"
     assert session(runtime, young).status == "active"
     assert sweep(runtime).expired == 0
+
+
+def test_sweep_completes_many_expired_sessions_in_batches(text, runtime, clock, number, monkeypatch):
+    """More expired sessions than one batch holds: every one is completed, batch after batch, and reported."""
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    ids = [text("hi", customer=f"+1415555{index:04d}") for index in range(8)]
+    clock.advance(DAY + 1)
+    batches = []
+    assert sweep(runtime, progress=batches.append).expired == 8
+    assert batches == [3, 3, 2]
+    assert {session(runtime, i).status for i in ids} == {"completed"}
+
+
+def test_the_sweep_leaves_a_session_a_webhook_holds_and_never_waits_for_it(text, runtime, clock, number, database_url):
+    """On PostgreSQL the sweep skips an expired session whose row another transaction has locked (a webhook
+    completing it with a new text) instead of waiting: it cannot deadlock with a batch of webhooks."""
+    held, free = text("hi", customer="+14155550001"), text("hi", customer="+14155550002")
+    clock.advance(DAY + 1)
+    if database_url is None:
+        # SQLite has no row locks: one writer at a time, so the sweep simply completes both.
+        assert sweep(runtime).expired == 2
+        return
+    with runtime.engine.connect() as other:
+        other.execute(select(Session.id).where(Session.id == held).with_for_update())
+        assert sweep(runtime).expired == 1  # returns at once: were it waiting, this call would hang
+        assert session(runtime, free).status == "completed" and session(runtime, held).status == "active"
+        other.rollback()
+    assert sweep(runtime).expired == 1
+    assert session(runtime, held).status == "completed"
 
 
 def test_completed_session_is_never_reopened(text, runtime, clock, number):
