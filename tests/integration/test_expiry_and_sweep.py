@@ -19,19 +19,9 @@ from gateway.services.phone_numbers import update_phone_number
 from gateway.services import sweeper
 from gateway.services.sweeper import sweep
 from tests.conftest import CUSTOMER, PUBLIC_URL, inbound_params, sign
-from tests.support.recording_queue import RecordingQueue
+from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
 
 DAY = 86400
-
-
-@pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
-def runtime(make_runtime, settings, clock, queue, database_url):
-    return make_runtime(settings.replace(database_url=database_url), clock=clock, queue=queue)
 
 
 @pytest.fixture

@@ -18,21 +18,11 @@ from gateway.services import inbound
 from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
 from gateway.services.phone_numbers import create_phone_number
 from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
-from tests.support.recording_queue import RecordingQueue
+from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
 
 OTHER_CUSTOMER = "+14155550999"
 OTHER_BUSINESS = "+15550100001"
 NOBODYS_NUMBER = "+15550109999"
-
-
-@pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
-def runtime(make_runtime, settings, clock, queue, database_url):
-    return make_runtime(settings.replace(database_url=database_url), clock=clock, queue=queue)
 
 
 def sms(body: str, sid: str, from_: str = CUSTOMER, to: str = BUSINESS, **extra):

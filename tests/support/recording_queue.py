@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.jobs import run_job
 
 
@@ -34,3 +36,18 @@ class RecordingQueue:
         while self.jobs:
             job, args, _ = self.jobs.pop(0)
             run_job(runtime, job, *args)
+
+
+# Fixtures for test modules whose jobs wait for the test to run them: a module imports both names
+# (``from tests.support.recording_queue import queue, runtime``) to replace the default runtime,
+# which runs jobs on its own worker threads, on every database and on the test's clock.
+
+
+@pytest.fixture
+def queue():
+    return RecordingQueue()
+
+
+@pytest.fixture
+def runtime(make_runtime, settings, clock, queue, database_url):
+    return make_runtime(settings.replace(database_url=database_url), clock=clock, queue=queue)
