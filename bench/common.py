@@ -175,7 +175,11 @@ class Stack:
         if self.want_bare:
             self.bare_port = free_port()
             self.bare = self._process(GUNICORN, procfile_web_args(self.bare_port, "bench.bare_app:create_app()"))
-            # The second reference: signature, one committed row, one queue push (bench/store_floor_app.py).
+            # The other references: the signature check alone (bench/signature_app.py), and the signature
+            # with the text committed and pushed, group-committed (bench/store_floor_app.py).
+            self.signature_port = free_port()
+            self.signature = self._process(GUNICORN, procfile_web_args(self.signature_port,
+                                                                       "bench.signature_app:create_app()"))
             self.floor_port = free_port()
             self.floor = self._process(GUNICORN, procfile_web_args(self.floor_port, "bench.store_floor_app:create_app()"))
         if self.baseline_tree is not None:
@@ -187,6 +191,7 @@ class Stack:
         wait_for_port(self.web_port, self.web)
         if self.want_bare:
             wait_for_port(self.bare_port, self.bare)
+            wait_for_port(self.signature_port, self.signature)
             wait_for_port(self.floor_port, self.floor)
         if self.baseline_tree is not None:
             wait_for_port(self.baseline_port, self.baseline)

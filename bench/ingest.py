@@ -5,13 +5,15 @@
 Starts the production stack (bench/common.py: gunicorn with the Procfile's
 arguments, PostgreSQL scratch database, own redis-server, `gateway worker`
 processes) and, under the same gunicorn arguments, a bare Flask app whose one
-route answers empty TwiML, and a second reference, bench/store_floor_app.py:
-the least a webhook can do and still commit the text before answering (one
-INSERT, one queue push), a ceiling for any such design. Thousands of distinct webhooks (distinct customers
+route answers empty TwiML, and two more references: bench/signature_app.py,
+which only checks the signature (what every webhook must do first), and
+bench/store_floor_app.py, the least a webhook can do and still commit the text
+before answering (group-committed: one INSERT and one queue push per batch),
+a ceiling for any such design. Thousands of distinct webhooks (distinct customers
 and MessageSids, so each opens a new session: the most expensive path),
 signed with twilio's RequestValidator against GATEWAY_PUBLIC_URL, are built
-before the clock starts and fired over 16 concurrent connections, bare and
-floor and gateway in turn, round after round.
+before the clock starts and fired over 16 concurrent connections, bare,
+signature, floor and gateway in turn, round after round.
 
 Reported: requests/s, p50 and p99 for both and the ratio; CPU per request of
 each part (client, gunicorn, PostgreSQL backends, Redis) and of the whole
@@ -139,6 +141,8 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
         gateway_hooks = Webhooks(stack.web_port, stack.public_url, "212")
         bare_pool = Webhooks(stack.bare_port, stack.public_url, "646").take(4000)
         floor_hooks = Webhooks(stack.floor_port, stack.public_url, "718")
+        signature_hooks = Webhooks(stack.signature_port, stack.public_url, "917")
+        references: dict = {}
         stored_expected = 0
         peaks = []
         for round_number in range(1, args.rounds + 1):
@@ -151,14 +155,18 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             print(f"  bare    {bare.summary()}")
             print(cpu_line(bare_cpu))
             budget = int(bare.rate * 1.3 * (args.seconds + args.warmup)) + 1000
-            requests = floor_hooks.take(budget)
-            warm = fire(stack.floor_port, requests, connections=args.connections, duration=args.warmup,
-                        expect_body=EMPTY_TWIML)
-            floor, floor_cpu = measured(stack, stack.floor, stack.floor_port, requests[warm.sent:],
-                                        seconds=args.seconds, rate=None, connections=args.connections)
-            print(f"  floor   {floor.summary()}")
-            print(cpu_line(floor_cpu))
-            entry: dict = {"floor": _figures(floor, floor_cpu)}
+            entry: dict = {}
+            for name, hooks in (("signature", signature_hooks), ("floor", floor_hooks)):
+                process, port = getattr(stack, name), getattr(stack, f"{name}_port")
+                requests = hooks.take(budget)
+                warm = fire(port, requests, connections=args.connections, duration=args.warmup,
+                            expect_body=EMPTY_TWIML)
+                reference, reference_cpu = measured(stack, process, port, requests[warm.sent:],
+                                                    seconds=args.seconds, rate=None, connections=args.connections)
+                print(f"  {name:9s} {reference.summary()}")
+                print(cpu_line(reference_cpu))
+                entry[name] = _figures(reference, reference_cpu)
+                references[name] = reference
             if baseline_tree is not None:
                 # The code as of --baseline, same gunicorn arguments, same database and Redis.
                 requests = gateway_hooks.take(budget)
@@ -183,8 +191,9 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             print(f"  gateway {gateway.summary()}")
             print(cpu_line(gateway_cpu))
             ratio = gateway.rate / bare.rate if bare.rate else 0.0
-            print(f"  ratio gateway/bare {ratio:.3f}; floor/bare {floor.rate / bare.rate:.3f}; "
-                  f"gateway/floor {gateway.rate / floor.rate:.3f}"
+            floor, signature = references["floor"], references["signature"]
+            print(f"  ratio gateway/bare {ratio:.3f}; signature/bare {signature.rate / bare.rate:.3f}; "
+                  f"floor/bare {floor.rate / bare.rate:.3f}; gateway/floor {gateway.rate / floor.rate:.3f}"
                   + (f"; gateway/{args.baseline} {gateway.rate / before.rate:.2f}x" if baseline_tree and before.rate else ""))
             peaks.append(gateway.rate)
             figures["rounds"].append({
@@ -271,10 +280,13 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
           f"{'holds' if paced_p99 < TARGET_PACED_P99_MS else 'MISSED'} "
           f"(right after the peak runs: {after_peak.p(99):.1f} ms, "
           f"{'holds' if after_peak.p(99) < TARGET_PACED_P99_MS else 'missed'})")
+    for name, what in (("signature", "signature check only, nothing stored"),
+                       ("floor", "store floor: one group-committed insert + one push, no sessions")):
+        shares = [r[name]["rate"] / r["bare"]["rate"] for r in figures["rounds"] if r["bare"]["rate"]]
+        print(f"  ceiling {name}/bare ({what}): {', '.join(f'{r:.3f}' for r in shares)} "
+              f"(median {statistics.median(shares):.3f})")
     floors = [r["gateway"]["rate"] / r["floor"]["rate"] for r in figures["rounds"] if r["floor"]["rate"]]
-    if floors:
-        print(f"  gateway / store floor (one commit + one push, no sessions): "
-              f"{', '.join(f'{r:.3f}' for r in floors)} (median {statistics.median(floors):.3f})")
+    print(f"  gateway / store floor: {', '.join(f'{r:.3f}' for r in floors)} (median {statistics.median(floors):.3f})")
     print(f"  {load_note()}")
     figures["load_after"] = load_note()
     args.json.parent.mkdir(parents=True, exist_ok=True)
