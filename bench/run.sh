@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Runs every bench of issue 7, one after the other: bash bench/run.sh [--profile]
-# From a fresh clone: installs what the benches need when missing (the .venv with the test and bench
-# extras, redis-server, PostgreSQL), like scripts/test.sh. Each bench starts and stops its own gateway,
-# PostgreSQL scratch database and redis-server. --profile adds a py-spy run to bench/ingest and
-# bench/e2e (summaries in bench/out/).
+# Runs the benches of issue 7: bash bench/run.sh [ingest] [e2e] [scale] [--profile]
+# With no name, all three, one after the other. From a fresh clone: installs what the benches need when
+# missing (the .venv with the test and bench extras, redis-server, PostgreSQL), like scripts/test.sh. Each
+# bench starts and stops its own gateway, PostgreSQL scratch database and redis-server. --profile adds a
+# py-spy run to bench/ingest and bench/e2e (summaries in bench/out/); bench/scale has no profile run.
 set -uo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
+benches=()
+profile=()
+for arg in "$@"; do
+  case "$arg" in
+    ingest|e2e|scale) benches+=("$arg") ;;
+    --profile) profile=(--profile) ;;
+    *) echo "usage: bash bench/run.sh [ingest] [e2e] [scale] [--profile]" >&2; exit 2 ;;
+  esac
+done
+[ ${#benches[@]} -eq 0 ] && benches=(ingest e2e scale)
 ensure_python_env test,bench || exit 1
 ensure_redis_server || exit 1
 ensure_postgres || exit 1
 cd "$ROOT"
-PY=.venv/bin/python
-profile=()
-[ "${1:-}" = "--profile" ] && profile=(--profile)
 status=0
-echo "== bench/ingest"; $PY bench/ingest.py "${profile[@]}" || status=1
-echo; echo "== bench/e2e"; $PY bench/e2e.py "${profile[@]}" || status=1
-echo; echo "== bench/scale"; $PY bench/scale.py || status=1
+for bench in "${benches[@]}"; do
+  echo "== bench/$bench"
+  if [ "$bench" = scale ]; then
+    .venv/bin/python bench/scale.py || status=1
+  else
+    .venv/bin/python "bench/$bench.py" "${profile[@]}" || status=1
+  fi
+  echo
+done
 exit $status

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, bindparam, literal_column, select, text
+from sqlalchemy import Column, Integer, bindparam, literal, literal_column, select, text, union_all
 from sqlalchemy.orm import Session as DbSession, make_transient_to_detached
 
 
@@ -49,10 +49,7 @@ def insert_many_or_ignore(
     # (that this one may reference) must reach the database first, as with the ORM.
     tx.flush()
     if as_json:
-        # JSON keys are column names ("metadata"), row keys may be attribute names ("metadata_").
-        names = [(_column(model, key).name, key) for key in rows[0]]
-        parameters: Any = {"rows": json.dumps([{name: row[key] for name, key in names} for row in rows],
-                                              default=_json_value, ensure_ascii=False)}
+        parameters: Any = {"rows": _json_rows(model, rows)}
     else:
         # Several rows (on SQLite) go out as one multi-row INSERT: SQLAlchemy's "insertmanyvalues".
         parameters = rows if len(rows) > 1 else rows[0]
@@ -80,7 +77,8 @@ def _insert_statement(dialect: str, model: type, columns: tuple[str, ...], confl
     return insert(target).values(keys).on_conflict_do_nothing(index_elements=list(conflict)).returning(returning)
 
 
-def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], conflict: tuple[str, ...], returning: Any):
+def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], conflict: tuple[str, ...], returning: Any,
+                      parameter: str = "rows"):
     """INSERT ... SELECT FROM json_populate_recordset(NULL::table, :rows) ON CONFLICT DO NOTHING RETURNING.
 
     A multi-row VALUES list carries one parameter per value, and psycopg parses
@@ -93,10 +91,54 @@ def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], confl
 
     table = model.__table__
     names = [_column(model, name).name for name in columns]
-    rows = text(f"json_populate_recordset(NULL::{table.name}, CAST(:rows AS json)) AS rows")
+    rows = text(f"json_populate_recordset(NULL::{table.name}, CAST(:{parameter} AS json)) AS rows")
     source = select(*(literal_column(f'rows."{name}"') for name in names)).select_from(rows)
     return (insert(table).from_select(names, source).on_conflict_do_nothing(index_elements=list(conflict))
             .returning(returning))
+
+
+def insert_together(tx: DbSession, parts: list[tuple[type, list[dict[str, Any]], str, Column]]) -> list[list[Any]]:
+    """``insert_many_or_ignore`` for several tables in one statement (PostgreSQL only): for each part
+    (model, rows, conflict column, returning column), the returned values of its rows inserted.
+
+    Each part is a data-modifying CTE over its JSON rows; the statement reads
+    them in the order given, so rows lock their keys table by table, in the
+    order of the parts, as the separate statements would. Foreign keys are
+    checked at the end of the statement: a row may refer to a row of an
+    earlier part. When an earlier part's row was skipped (its key existed),
+    the rows referring to it fail that check and the statement raises; the
+    caller then takes the one-statement-per-table way, which sees who won.
+    """
+    present = [(index, part) for index, part in enumerate(parts) if part[1]]
+    inserted: list[list[Any]] = [[] for _ in parts]
+    if not present:
+        return inserted
+    shape = ("together", *((model, tuple(rows[0]), conflict, returning.key) for _, (model, rows, conflict, returning)
+                           in present))
+    statement = _STATEMENTS.get(shape)
+    if statement is None:
+        statement = _STATEMENTS[shape] = _together_statement([part for _, part in present])
+    tx.flush()  # as in insert_many_or_ignore: rows added earlier in this transaction go first
+    parameters = {f"rows{position}": _json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)}
+    for position, value in tx.connection().execute(statement, parameters):
+        inserted[present[position][0]].append(value)
+    return inserted
+
+
+def _together_statement(parts):
+    selects = []
+    for index, (model, rows, conflict, returning) in enumerate(parts):
+        insert = _json_rows_insert("postgresql", model, tuple(rows[0]), (conflict,), returning, f"rows{index}")
+        inserted = insert.cte(f"inserted{index}")
+        selects.append(select(literal(index, Integer).label("part"), inserted.c[returning.key].label("value")))
+    return union_all(*selects)
+
+
+def _json_rows(model: type, rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON array, keyed by column name (rows may use attribute names such as ``metadata_``)."""
+    names = [(_column(model, key).name, key) for key in rows[0]]
+    return json.dumps([{name: row[key] for name, key in names} for row in rows], default=_json_value,
+                      ensure_ascii=False)
 
 
 def _json_value(value: Any) -> Any:

@@ -22,10 +22,12 @@ from sqlalchemy.orm import load_only
 
 from gateway import metrics
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
-from gateway.db.ops import insert_many_or_ignore
+from gateway.db.ops import insert_many_or_ignore, insert_together
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
-from gateway.services.sessions import Conversation, conversation_key, ensure_customers, open_sms_sessions
+from gateway.services.sessions import (
+    Conversation, conversation_key, created_session, customer_rows, ensure_customers, open_sms_sessions, reserve_sessions,
+)
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -107,6 +109,7 @@ class _LostRace(Exception):
 
 
 DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a transaction it aborted to break a deadlock
+FOREIGN_KEY_VIOLATION = "23503"
 
 
 def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
@@ -120,23 +123,8 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     The unit of group commit (``runtime.inbound``): one result per text, in order.
     """
     metrics.inbound_batch(len(batch))
-    try:
-        with runtime.db.begin() as tx:
-            accepted = _store(tx, batch, runtime.clock.now())
-    except _LostRace:
-        # A duplicate reached another process at the same instant and was stored there first
-        # (the ON CONFLICT insert decided). Alone, this text is that duplicate, and rolling
-        # back undid the session work it did; in a batch, each text goes again on its own.
-        if len(batch) == 1:
-            log.info("event=webhook.duplicate sid=%s", batch[0].sid)
-            return [Accepted("duplicate")]
-        return [store_texts(runtime, [sms])[0] for sms in batch]
-    except DBAPIError as error:
-        # Batches lock rows in key order and cannot deadlock with each other, but other work
-        # locks sessions too; PostgreSQL then aborts one side. Alone, each text cannot deadlock.
-        if len(batch) == 1 or getattr(error.orig, "sqlstate", None) != DEADLOCK:
-            raise
-        return [store_texts(runtime, [sms])[0] for sms in batch]
+    # On PostgreSQL the new rows of all three tables go in one statement (see _store).
+    accepted = _store_batch(runtime, batch, together=runtime.engine.dialect.name == "postgresql")
     turns = []
     for sms, result in zip(batch, accepted):
         if result.outcome == "stored":
@@ -156,6 +144,34 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     return accepted
 
 
+def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) -> list[Accepted]:
+    try:
+        with runtime.db.begin() as tx:
+            return _store(tx, batch, runtime.clock.now(), together)
+    except _LostRace:
+        # Another transaction took one of the batch's keys first. Stored together, that could be a
+        # customer or a session as well: the careful way, one statement per table, sorts those out.
+        if together:
+            return _store_batch(runtime, batch, together=False)
+        # A duplicate reached another process at the same instant and was stored there first
+        # (the ON CONFLICT insert decided). Alone, this text is that duplicate, and rolling
+        # back undid the session work it did; in a batch, each text goes again on its own.
+        if len(batch) == 1:
+            return [Accepted("duplicate")]
+        return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
+    except DBAPIError as error:
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        # Stored together, a session or text refers to a customer or session that the same
+        # statement skipped, its key taken by another transaction: the careful way again.
+        if together and sqlstate == FOREIGN_KEY_VIOLATION:
+            return _store_batch(runtime, batch, together=False)
+        # Batches lock rows in key order and cannot deadlock with each other, but other work
+        # locks sessions too; PostgreSQL then aborts one side. Alone, each text cannot deadlock.
+        if len(batch) == 1 or sqlstate != DEADLOCK:
+            raise
+        return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
+
+
 @dataclass
 class _Conversation:
     found: "_Found"
@@ -163,7 +179,7 @@ class _Conversation:
     texts: list[int] = field(default_factory=list)  # indexes into the batch, in arrival order
 
 
-def _store(tx, batch: list[InboundSms], now) -> list[Accepted]:
+def _store(tx, batch: list[InboundSms], now, together: bool) -> list[Accepted]:
     accepted: list[Accepted | None] = [None] * len(batch)
     conversations: dict[str, _Conversation] = {}
     seen: set[str] = set()
@@ -182,24 +198,47 @@ def _store(tx, batch: list[InboundSms], now) -> list[Accepted]:
         return accepted  # type: ignore[return-value]  # all filled
 
     groups = list(conversations.values())
-    new_customers = ensure_customers(tx, [g.customer_number for g in groups if g.found.customer_id is None], now)
-    opened = open_sms_sessions(tx, [
-        Conversation(g.found.number, g.found.customer_id or new_customers[g.customer_number], g.customer_number,
+    missing = [g.customer_number for g in groups if g.found.customer_id is None]
+    # Stored together (PostgreSQL), the new customers, sessions and texts are inserted by one
+    # statement at the end, and any key another transaction took first sends the batch the
+    # careful way (see _store_batch); otherwise each table has its own statement, in that order.
+    new_customers = customer_rows(missing, now) if together else []
+    customer_ids = {row["number"]: row["id"] for row in new_customers} if together else ensure_customers(tx, missing, now)
+    wanted = [
+        Conversation(g.found.number, g.found.customer_id or customer_ids[g.customer_number], g.customer_number,
                      g.found.session, len(g.texts))
         for g in groups
-    ], now)
+    ]
+    if together:
+        opened, to_create = reserve_sessions(tx, wanted, now)
+        places = [(o.session.id, o.seqs) if o is not None else None for o in opened]
+        for new in to_create:
+            places[new.index] = (new.values["id"], tuple(range(1, new.texts + 1)))
+    else:
+        opened, to_create = open_sms_sessions(tx, wanted, now), []
+        places = [(o.session.id, o.seqs) for o in opened]
     rows = []
+    for group, (session_id, seqs) in zip(groups, places):
+        rows.extend(_message_row(batch[index], session_id, seq, now) for index, seq in zip(group.texts, seqs))
+    rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
+    if together:
+        sessions = [new.values for new in to_create]  # in key order already
+        inserted = insert_together(tx, [(Customer, new_customers, "number", Customer.number),
+                                        (Session, sessions, "active_key", Session.active_key),
+                                        (Message, rows, "twilio_sid", Message.twilio_sid)])
+        if [len(values) for values in inserted] != [len(new_customers), len(sessions), len(rows)]:
+            raise _LostRace  # rolls back the whole batch, session work included
+        for new in to_create:
+            opened[new.index] = created_session(tx, new, now)
+    elif len(insert_many_or_ignore(tx, Message, rows, "twilio_sid", Message.twilio_sid)) != len(rows):
+        raise _LostRace  # rolls back the whole batch, session work included
+    ids = {row["twilio_sid"]: row["id"] for row in rows}
     for group, session in zip(groups, opened):
-        for position, (index, seq) in enumerate(zip(group.texts, session.seqs)):
-            row = _message_row(batch[index], session.session.id, seq, now)
-            rows.append(row)
+        for position, index in enumerate(group.texts):
             # As if the texts had come one by one: the first of them opened the session.
             first = position == 0
-            accepted[index] = Accepted("stored", row["id"], session.session.id, session.created and first,
-                                       session.completed_id if first else None)
-    rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
-    if len(insert_many_or_ignore(tx, Message, rows, "twilio_sid", Message.twilio_sid)) != len(rows):
-        raise _LostRace  # rolls back the whole batch, session work included
+            accepted[index] = Accepted("stored", ids[batch[index].sid], session.session.id,
+                                       session.created and first, session.completed_id if first else None)
     return accepted  # type: ignore[return-value]  # all filled
 
 

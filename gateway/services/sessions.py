@@ -35,14 +35,18 @@ def ensure_customer(tx: DbSession, number: str, now: datetime) -> str:
 
 def ensure_customers(tx: DbSession, numbers: list[str], now: datetime) -> dict[str, str]:
     """The customer id of each number, creating the customers that do not exist yet."""
-    wanted = sorted(set(numbers))  # in key order: see insert_many_or_ignore
-    rows = [dict(id=_new_id(), number=number, created_at=now, updated_at=now) for number in wanted]
-    ids = dict(zip(wanted, (row["id"] for row in rows)))
+    rows = customer_rows(numbers, now)
+    ids = {row["number"]: row["id"] for row in rows}
     inserted = set(insert_many_or_ignore(tx, Customer, rows, "number", Customer.number))
-    existing = [number for number in wanted if number not in inserted]
+    existing = [number for number in ids if number not in inserted]
     if existing:
         ids.update(tx.execute(select(Customer.number, Customer.id).where(Customer.number.in_(existing))).all())
     return ids
+
+
+def customer_rows(numbers: list[str], now: datetime) -> list[dict]:
+    """New customers' rows, one per number, in key order (see insert_many_or_ignore)."""
+    return [dict(id=_new_id(), number=number, created_at=now, updated_at=now) for number in sorted(set(numbers))]
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,37 @@ def open_sms_sessions(tx: DbSession, conversations: list[Conversation], now: dat
     whose session another transaction opened first takes the one-by-one path,
     which reads the winner's row.
     """
+    opened, to_create = reserve_sessions(tx, conversations, now)
+    inserted = set(insert_many_or_ignore(tx, Session, [new.values for new in to_create], "active_key",
+                                         Session.active_key))
+    for new in to_create:
+        conversation = conversations[new.index]
+        if new.values["active_key"] in inserted:
+            opened[new.index] = created_session(tx, new, now)
+        else:
+            won = open_sms_session(tx, conversation.number, conversation.customer_id, conversation.customer_number,
+                                   now, reserve=conversation.texts)
+            opened[new.index] = Opened(won.session, won.created, new.completed_id or won.completed_id, won.seqs)
+    return opened  # type: ignore[return-value]  # every index was filled above
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session a conversation needs, not inserted yet; its first ``texts`` positions are reserved."""
+
+    index: int  # of its conversation
+    completed_id: str | None  # the expired session it replaces, completed already
+    values: dict
+    texts: int
+
+
+def reserve_sessions(
+    tx: DbSession, conversations: list[Conversation], now: datetime
+) -> tuple[list[Opened | None], list[NewSession]]:
+    """Positions in each conversation's live session (its row locked), in key order; an expired one is
+    completed. The conversations without a live session get None, and their new sessions to insert."""
     opened: list[Opened | None] = [None] * len(conversations)
-    to_create = []  # (index, completed session id, new session's values)
+    to_create = []
     for index in sorted(range(len(conversations)), key=lambda i: conversations[i].key):
         conversation = conversations[index]
         session = conversation.active
@@ -104,19 +137,13 @@ def open_sms_sessions(tx: DbSession, conversations: list[Conversation], now: dat
         completed_id = session.id if session is not None and complete(tx, session.id, now) else None
         values = _new_session(conversation.number, conversation.customer_id, conversation.customer_number, now,
                               conversation.texts)
-        to_create.append((index, completed_id, values))
-    inserted = set(insert_many_or_ignore(tx, Session, [values for *_, values in to_create], "active_key",
-                                         Session.active_key))
-    for index, completed_id, values in to_create:
-        conversation = conversations[index]
-        if values["active_key"] in inserted:
-            positions = tuple(range(1, conversation.texts + 1))
-            opened[index] = Opened(_created(tx, values, now), True, completed_id, positions)
-        else:
-            won = open_sms_session(tx, conversation.number, conversation.customer_id, conversation.customer_number,
-                                   now, reserve=conversation.texts)
-            opened[index] = Opened(won.session, won.created, completed_id or won.completed_id, won.seqs)
-    return opened  # type: ignore[return-value]  # every index was filled above
+        to_create.append(NewSession(index, completed_id, values, conversation.texts))
+    return opened, to_create
+
+
+def created_session(tx: DbSession, new: NewSession, now: datetime) -> Opened:
+    """A new session once its row is inserted: in the transaction's identity map, its event written."""
+    return Opened(_created(tx, new.values, now), True, new.completed_id, tuple(range(1, new.texts + 1)))
 
 
 def _new_session(number: PhoneNumber, customer_id: str, customer_number: str, now: datetime, reserve: int) -> dict:

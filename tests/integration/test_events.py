@@ -26,7 +26,8 @@ from gateway.config import Settings
 from gateway.db.models import Event, Message, Session
 from gateway.schemas import AssistantCreate, PhoneNumberCreate, SessionCreate
 from gateway.services import events as events_service
-from gateway.services import inbound, session_api
+from gateway.services import session_api
+from gateway.services import sessions as sessions_service
 from gateway.services.assistants import create_assistant
 from gateway.services.inbound import accept_inbound, parse_inbound
 from gateway.services.phone_numbers import create_phone_number
@@ -670,7 +671,13 @@ def test_a_change_that_is_rolled_back_emits_no_event(runtime, receiver, assistan
     monkeypatch.setattr(session_api, "_first_message", disk_error)
     with pytest.raises(OperationalError):
         session_api.create_session(runtime, SessionCreate(assistantId=assistant.id, name="never"))
-    monkeypatch.setattr(inbound, "insert_many_or_ignore", disk_error)  # the message insert, after the session's event
+    real_created = sessions_service._created
+
+    def created_then_disk_error(*args, **kwargs):
+        real_created(*args, **kwargs)  # the new session's event is written, then the transaction fails
+        disk_error()
+
+    monkeypatch.setattr(sessions_service, "_created", created_then_disk_error)
     with pytest.raises(OperationalError):
         accept_inbound(runtime, parse_inbound(inbound_params("lost text")))
     monkeypatch.undo()

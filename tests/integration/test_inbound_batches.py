@@ -163,21 +163,41 @@ def test_a_duplicate_stored_elsewhere_after_the_lookup_sends_the_batch_through_o
     assert turns(queue) == [results[0].session_id]
 
 
+def fail_inserts(monkeypatch, error_for):
+    """Make the batch's inserts raise ``error_for(texts)`` (or go ahead when it returns None), whichever way
+    they are made: one statement per table, or together in one (PostgreSQL)."""
+    real_insert, real_together = inbound.insert_many_or_ignore, inbound.insert_together
+
+    def insert(tx, model, rows, *args):
+        error = error_for(len(rows)) if model is Message else None
+        if error is not None:
+            raise error
+        return real_insert(tx, model, rows, *args)
+
+    def together(tx, parts):
+        error = error_for(len(parts[-1][1]))  # the last part holds the texts
+        if error is not None:
+            raise error
+        return real_together(tx, parts)
+
+    monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
+    monkeypatch.setattr(inbound, "insert_together", together)
+
+
 def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, number, monkeypatch):
     """PostgreSQL breaking a deadlock aborts the batch (SQLSTATE 40P01); each text is then stored on its own."""
-    real_insert = inbound.insert_many_or_ignore
     aborted = []
 
     class Deadlock(Exception):
         sqlstate = "40P01"
 
-    def insert(tx, model, rows, *args):
-        if len(rows) > 1 and not aborted:
-            aborted.append(len(rows))
-            raise DBAPIError("INSERT INTO messages ...", {}, Deadlock("deadlock detected"))
-        return real_insert(tx, model, rows, *args)
+    def deadlock_once(texts):
+        if texts > 1 and not aborted:
+            aborted.append(texts)
+            return DBAPIError("INSERT INTO messages ...", {}, Deadlock("deadlock detected"))
+        return None
 
-    monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
+    fail_inserts(monkeypatch, deadlock_once)
     results = store_texts(runtime, [sms("one", "SMh1"), sms("two", "SMh2", from_=OTHER_CUSTOMER)])
 
     assert aborted == [2]
@@ -191,13 +211,64 @@ def test_other_database_errors_fail_the_whole_batch_and_store_nothing(runtime, n
     class DiskFull(Exception):
         sqlstate = "53100"
 
-    def insert(*args, **kwargs):
-        raise DBAPIError("INSERT INTO messages ...", {}, DiskFull("could not extend file"))
-
-    monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
+    fail_inserts(monkeypatch, lambda texts: DBAPIError("INSERT INTO messages ...", {}, DiskFull("could not extend file")))
     with pytest.raises(DBAPIError):
         store_texts(runtime, [sms("one", "SMi1"), sms("two", "SMi2", from_=OTHER_CUSTOMER)])
     assert count(runtime, Message) == 0 and count(runtime, Session) == 0 and count(runtime, Customer) == 0
+
+
+def hide_from_lookup(monkeypatch, hidden_customers=(), hidden_sessions=()):
+    """The lookup sees what it would have seen just before another process committed: these customers and
+    their conversations' sessions do not exist yet."""
+    real_look_up = inbound._look_up
+
+    def look_up(tx, batch):
+        found = real_look_up(tx, batch)
+        return [
+            f if f is None else type(f)(
+                f.number, f.assistant, None if sms.from_ in hidden_sessions else f.session,
+                None if sms.from_ in hidden_customers else f.customer_id, f.duplicate_id)
+            for f, sms in zip(found, batch)
+        ]
+
+    monkeypatch.setattr(inbound, "_look_up", look_up)
+
+
+def test_a_customer_created_elsewhere_after_the_lookup_is_the_one_the_new_session_refers_to(
+    runtime, number, monkeypatch
+):
+    """Another process created the customer (for another number's conversation) just after the lookup: the
+    batch's own customer row is skipped, and its session refers to the existing customer; one customer row."""
+    existing = store_texts(runtime, [sms("to the first number", "SMk0", from_=OTHER_CUSTOMER)])[0]
+    with runtime.db.begin() as tx:
+        customer_id = tx.get(Session, existing.session_id).customer_id
+        tx.query(Session).filter_by(id=existing.session_id).update({"status": "completed", "active_key": None})
+    hide_from_lookup(monkeypatch, hidden_customers={OTHER_CUSTOMER})
+
+    results = store_texts(runtime, [sms("hi", "SMk1"), sms("new conversation", "SMk2", from_=OTHER_CUSTOMER)])
+
+    assert [(r.outcome, r.session_created) for r in results] == [("stored", True), ("stored", True)]
+    assert count(runtime, Customer) == 2
+    with runtime.db.begin() as tx:
+        assert tx.get(Session, results[1].session_id).customer_id == customer_id
+
+
+def test_a_session_opened_elsewhere_after_the_lookup_takes_the_text_after_its_own(runtime, queue, number, monkeypatch):
+    """Another process opened the conversation's session just after the lookup: the batch's new session is
+    not created, the text goes into the winner's session at the next position, and nothing else changes."""
+    winner = store_texts(runtime, [sms("first, stored elsewhere", "SMl1")])[0]
+    queue.jobs.clear()
+    hide_from_lookup(monkeypatch, hidden_customers={CUSTOMER}, hidden_sessions={CUSTOMER})
+
+    results = store_texts(runtime, [sms("second", "SMl2"), sms("someone else", "SMl3", from_=OTHER_CUSTOMER)])
+
+    assert [r.outcome for r in results] == ["stored", "stored"]
+    assert results[0].session_id == winner.session_id and not results[0].session_created
+    assert results[1].session_created
+    assert count(runtime, Session) == 2 and count(runtime, Customer) == 2
+    stored = {m.twilio_sid: m for m in texts_of(runtime)}
+    assert (stored["SMl1"].seq, stored["SMl2"].seq, stored["SMl3"].seq) == (1, 2, 1)
+    assert sorted(turns(queue)) == sorted({winner.session_id, results[1].session_id})
 
 
 def test_rows_stored_in_a_batch_equal_rows_stored_alone(runtime, number):
@@ -205,7 +276,8 @@ def test_rows_stored_in_a_batch_equal_rows_stored_alone(runtime, number):
     (on PostgreSQL a batch's rows travel as one JSON parameter: datetimes, JSON and booleans must survive)."""
     media = [{"url": "https://example.com/a.jpg", "contentType": "image/jpeg"}]
     extra = dict(NumMedia="1", MediaUrl0=media[0]["url"], MediaContentType0="image/jpeg", FromCity="ÅLESUND")
-    alone = store_texts(runtime, [sms("ünïcode 🚲 'quoted' \"text\"", "SMj1", **extra)])[0]
+    # The reference: one text stored the careful way, a plain INSERT ... VALUES with typed parameters.
+    alone = inbound._store_batch(runtime, [sms("ünïcode 🚲 'quoted' \"text\"", "SMj1", **extra)], together=False)[0]
     batch = store_texts(runtime, [sms("ünïcode 🚲 'quoted' \"text\"", "SMj2", from_=OTHER_CUSTOMER, **extra),
                                   sms("ünïcode 🚲 'quoted' \"text\"", "SMj3", from_="+14155550777", **extra)])
 
