@@ -137,12 +137,13 @@ def _together_statement(parts):
 def _json_rows(model: type, rows: list[dict[str, Any]]) -> str:
     """The rows as one JSON array, keyed by column name (rows may use attribute names such as ``metadata_``)."""
     names = [(_column(model, key).name, key) for key in rows[0]]
-    return json.dumps([{name: row[key] for name, key in names} for row in rows], default=_json_value,
+    return json.dumps([{name: row[key] for name, key in names} for row in rows], default=json_value,
                       ensure_ascii=False)
 
 
-def _json_value(value: Any) -> Any:
-    """What a column value becomes inside the JSON rows: UTC datetimes as UTCDateTime stores them."""
+def json_value(value: Any) -> Any:
+    """What a column value becomes inside JSON rows (``json.dumps`` default): UTC datetimes as UTCDateTime
+    stores them on PostgreSQL."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")

@@ -4,6 +4,7 @@ the same texts would have stored one by one, on SQLite and on PostgreSQL (SPEC 5
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -109,6 +110,35 @@ def test_an_expired_session_in_a_batch_is_completed_and_replaced_while_a_live_on
     assert continued.session_id == other.session_id and not continued.session_created
     statuses = {s.id: s.status for s in sessions_of(runtime)}
     assert statuses == {first.session_id: "completed", other.session_id: "active", again.session_id: "active"}
+
+
+def test_live_sessions_in_one_batch_each_reserve_their_positions_and_record_the_activity(runtime, clock, assistant):
+    """Several live conversations in one batch (on PostgreSQL one UPDATE reserves all their positions): each
+    gets the next positions of its own session, in arrival order, and its activity and inactivity expiry move on."""
+    number = create_phone_number(runtime, PhoneNumberCreate(number=BUSINESS, assistantId=assistant.id,
+                                                            sessionInactivitySeconds=600))
+    first = {customer: store_texts(runtime, [sms("hello", f"SMm{n}", from_=customer)])[0]
+             for n, customer in enumerate((CUSTOMER, OTHER_CUSTOMER, "+14155550777"))}
+    clock.advance(100)
+
+    results = store_texts(runtime, [sms("a2", "SMm9", from_=CUSTOMER), sms("b2", "SMm8", from_=OTHER_CUSTOMER),
+                                    sms("a3", "SMm7", from_=CUSTOMER)])
+
+    assert [r.session_id for r in results] == [first[CUSTOMER].session_id, first[OTHER_CUSTOMER].session_id,
+                                               first[CUSTOMER].session_id]
+    assert not any(r.session_created for r in results)
+    stored = {m.twilio_sid: m.seq for m in texts_of(runtime)}
+    assert (stored["SMm0"], stored["SMm9"], stored["SMm7"]) == (1, 2, 3)
+    assert (stored["SMm1"], stored["SMm8"]) == (1, 2)
+    sessions = {s.id: s for s in sessions_of(runtime)}
+    now = clock.now()
+    for customer, last_seq in ((CUSTOMER, 3), (OTHER_CUSTOMER, 2), ("+14155550777", 1)):
+        session = sessions[first[customer].session_id]
+        assert session.last_seq == last_seq
+        touched = customer != "+14155550777"  # the third conversation had no text in the batch
+        assert session.last_activity_at == (now if touched else now - timedelta(seconds=100))
+        assert session.expires_at == session.last_activity_at + timedelta(seconds=600)
+    assert number.id == sessions[first[CUSTOMER].session_id].phone_number_id
 
 
 def test_one_customer_texting_two_numbers_in_one_batch_is_one_customer_with_two_sessions(runtime, assistant, number):
