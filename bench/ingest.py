@@ -10,7 +10,8 @@ which only checks the signature (what every webhook must do first), and
 bench/store_floor_app.py, the least a webhook can do and still commit the text
 before answering (group-committed: one INSERT and one queue push per batch),
 a ceiling for any such design. Thousands of distinct webhooks (distinct customers
-and MessageSids, so each opens a new session: the most expensive path),
+and MessageSids, so each opens a new session: the most expensive path; with
+--customers N, N returning customers whose conversations go on),
 signed with twilio's RequestValidator against GATEWAY_PUBLIC_URL, are built
 before the clock starts and fired over 16 concurrent connections, bare,
 signature, floor and gateway in turn, round after round.
@@ -52,17 +53,20 @@ TARGET_PACED_P99_MS = 25.0
 
 
 class Webhooks:
-    """Distinct signed webhooks, built ahead of each run (never while the clock runs)."""
+    """Distinct signed webhooks (every one its own MessageSid), built ahead of each run (never while the clock
+    runs): from a new customer each, or, with ``customers``, from that many customers in turn."""
 
-    def __init__(self, port: int, public_url: str, area: str):
+    def __init__(self, port: int, public_url: str, area: str, customers: int = 0):
         self.port = port
         self.public_url = public_url
         self.area = area
+        self.customers = customers
         self.next = 0
 
     def take(self, count: int) -> list[bytes]:
         start, self.next = self.next, self.next + count
-        return [signed_request(webhook_params(customer_number(i, self.area), i), self.port, self.public_url)
+        return [signed_request(webhook_params(customer_number(i % self.customers if self.customers else i, self.area), i),
+                               self.port, self.public_url)
                 for i in range(start, self.next)]
 
 
@@ -101,6 +105,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="untimed run before each timed one")
     parser.add_argument("--rounds", type=int, default=2, help="bare/gateway pairs, run alternately")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--customers", type=int, default=0, metavar="N",
+                        help="texts come from N returning customers in turn (the first warm-up opens their sessions), "
+                             "instead of a new customer each: the path of conversations that go on")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2, help="`gateway worker` processes")
     parser.add_argument("--drain-seconds", type=float, default=8.0, help="how long the workers run after the timed runs")
@@ -138,7 +145,7 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
         if args.workers_during:
             stack.start_workers(args.workers)
         print(f"gunicorn {' '.join(stack.web.args[:-1])} <app>; gateway on :{stack.web_port}, bare on :{stack.bare_port}")
-        gateway_hooks = Webhooks(stack.web_port, stack.public_url, "212")
+        gateway_hooks = Webhooks(stack.web_port, stack.public_url, "212", args.customers)
         bare_pool = Webhooks(stack.bare_port, stack.public_url, "646").take(4000)
         floor_hooks = Webhooks(stack.floor_port, stack.public_url, "718")
         signature_hooks = Webhooks(stack.signature_port, stack.public_url, "917")

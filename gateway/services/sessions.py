@@ -151,27 +151,26 @@ def reserve_positions(tx: DbSession, wanted: list[tuple[Session, int]], now: dat
     """``next_seqs`` for several live sessions, in the order given: on PostgreSQL in one UPDATE.
 
     The sessions' rows are locked until commit, as by ``next_seqs``. The
-    sessions travel as one JSON parameter, so the statement's text never
-    changes. PostgreSQL walks a handful of rows into the primary key in the
-    order given (callers give key order), which is the order of the locks; a
-    plan that locked in another order could deadlock with another batch, which
-    PostgreSQL breaks and store_texts answers by storing each text alone.
+    statement's text never changes: the ids come as one array, matched
+    through the primary key (an index scan even on a small table, which the
+    planner could not promise for a join to a set of JSON rows), and each
+    session's count and new expiry as one JSON object keyed by id.
     """
     if not wanted:
         return []
     if tx.get_bind().dialect.name != "postgresql":
         return [tuple(next_seqs(tx, session, count, now)) for session, count in wanted]
     tx.flush()  # as the ORM's UPDATE would: changes made earlier in this transaction go first
-    rows = [{"id": session.id, "n": count,
-             "expires_at": expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)}
-            for session, count in wanted]
-    parameters = {"rows": json.dumps(rows, default=json_value), "now": now}
+    new_expiry = {session.id: expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)
+                  for session, _ in wanted}
+    changes = {session.id: [count, new_expiry[session.id]] for session, count in wanted}
+    parameters = {"ids": sorted(changes), "changes": json.dumps(changes, default=json_value), "now": now}
     last = dict(tx.connection().execute(_RESERVE_POSITIONS, parameters).all())
     reserved = []
-    for (session, count), row in zip(wanted, rows):
+    for session, count in wanted:
         # The loaded objects see the new values, as after the ORM's UPDATE.
         for name, value in (("last_seq", last[session.id]), ("last_activity_at", now),
-                            ("expires_at", row["expires_at"]), ("updated_at", now)):
+                            ("expires_at", new_expiry[session.id]), ("updated_at", now)):
             set_committed_value(session, name, value)
         reserved.append(tuple(range(last[session.id] - count + 1, last[session.id] + 1)))
     return reserved
@@ -179,10 +178,10 @@ def reserve_positions(tx: DbSession, wanted: list[tuple[Session, int]], now: dat
 
 # Built once: the statement's text never changes, whatever the number of sessions.
 _RESERVE_POSITIONS = text(
-    "UPDATE sessions SET last_seq = sessions.last_seq + batch.n, last_activity_at = :now, "
-    "expires_at = batch.expires_at, updated_at = :now "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS batch(id varchar, n integer, expires_at timestamp) "
-    "WHERE sessions.id = batch.id RETURNING sessions.id, sessions.last_seq"
+    "UPDATE sessions SET last_seq = sessions.last_seq + CAST(CAST(:changes AS jsonb) -> sessions.id ->> 0 AS integer), "
+    "expires_at = CAST(CAST(:changes AS jsonb) -> sessions.id ->> 1 AS timestamp), "
+    "last_activity_at = :now, updated_at = :now "
+    "WHERE sessions.id = ANY(CAST(:ids AS varchar[])) RETURNING sessions.id, sessions.last_seq"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
