@@ -165,8 +165,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
         # statement skipped, its key taken by another transaction: the careful way again.
         if together and sqlstate == FOREIGN_KEY_VIOLATION:
             return _store_batch(runtime, batch, together=False)
-        # Batches lock rows in key order and cannot deadlock with each other, but other work
-        # locks sessions too; PostgreSQL then aborts one side. Alone, each text cannot deadlock.
+        # Batches take their row locks in one fixed order (keys, session ids) so as not to deadlock
+        # with each other, but other work locks sessions too; PostgreSQL then aborts one side.
+        # Alone, each text cannot deadlock.
         if len(batch) == 1 or sqlstate != DEADLOCK:
             raise
         return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
