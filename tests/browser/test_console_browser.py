@@ -1,6 +1,7 @@
 """The operator console in a real headless Chromium against a live gateway (SPEC section 8).
 
-The screenshots taken on the way land in docs/screenshots/ for the README.
+The screenshots taken on the way are the README's (docs/screenshots/) when the
+run sets GATEWAY_UPDATE_SCREENSHOTS=1, and go to a temporary directory otherwise.
 """
 
 from __future__ import annotations
