@@ -126,8 +126,9 @@ class NewSession:
 def reserve_sessions(
     tx: DbSession, conversations: list[Conversation], now: datetime
 ) -> tuple[list[Opened | None], list[NewSession]]:
-    """Positions in each conversation's live session (its row locked), in key order; an expired one is
-    completed. The conversations without a live session get None, and their new sessions to insert."""
+    """Positions in each conversation's live session, reserved together (``reserve_positions``: their
+    rows locked); an expired session is completed first, in key order. The conversations without a live
+    session get None, and their new sessions to insert."""
     opened: list[Opened | None] = [None] * len(conversations)
     to_create = []
     live = []  # (index, session, positions wanted)
