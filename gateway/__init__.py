@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     queue, sender) with the app; by default one is built from ``settings``.
     """
     from gateway.bootstrap import build_runtime
+    from gateway.heap import freeze_startup_objects, under_gunicorn
     from gateway.logs import configure_logging
     from gateway.web import errors, health, twilio
     from gateway.web.api import api
@@ -32,4 +33,8 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(console)
     errors.register(app)
+    # Only in a process that serves this one app from now on: tests and CLI commands build many
+    # apps in one process, and frozen objects are never collected.
+    if under_gunicorn():
+        freeze_startup_objects()
     return app

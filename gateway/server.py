@@ -11,6 +11,7 @@ from werkzeug.serving import make_server
 
 from gateway import create_app
 from gateway.config import Settings
+from gateway.heap import freeze_startup_objects
 
 log = logging.getLogger("gateway.server")
 
@@ -25,6 +26,7 @@ def describe_mode(settings: Settings) -> str:
 def serve_forever(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings)
     server = make_server(host, port, app, threaded=True)
+    freeze_startup_objects()
     log.info("event=server.started url=http://%s:%d public_url=%s", host, server.port, settings.public_url)
     print(f"gateway listening on http://{host}:{server.port} ({describe_mode(settings)})", flush=True)
     try:

@@ -16,6 +16,7 @@ from rq import SimpleWorker
 
 from gateway.bootstrap import build_runtime
 from gateway.config import ConfigError, Settings
+from gateway.heap import freeze_startup_objects
 from gateway.jobs import run, set_runtime
 from gateway.logs import configure_logging
 
@@ -38,7 +39,9 @@ def _redis_runtime(settings: Settings, command: str):
     if not settings.redis_url:
         raise ConfigError(f"gateway {command} needs GATEWAY_REDIS_URL (embedded mode runs jobs inside `gateway serve`)")
     configure_logging(settings.log_level)
-    return build_runtime(settings, migrate=False)
+    runtime = build_runtime(settings, migrate=False)
+    freeze_startup_objects()
+    return runtime
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
