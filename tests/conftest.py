@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from gateway import create_app
@@ -74,9 +73,11 @@ def postgres_database():
 def postgres_url(postgres_database) -> str:
     """The run's PostgreSQL database, emptied for this test."""
     database, engine = postgres_database
-    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    # DELETE, children first: the few rows a test leaves take about 2 ms to remove, where TRUNCATE,
+    # which gives every table new files, took about 40 ms, before each of some 1,100 tests.
     with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
     return database.url
 
 

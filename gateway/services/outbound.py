@@ -394,6 +394,10 @@ def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None
     values: dict = {"status": status, "updated_at": now}
     if error_code is not None:
         values["error_code"] = error_code
+    elif status in ("sent", "delivered"):
+        # This message got through: an earlier try's error (a 14107, a 429) is history now. The send
+        # path clears it too, but a callback may come first and a message must not show "sent" with it.
+        values.update(error_code=None, error_message=None)
     changed = tx.execute(update(Message).where(Message.id == message_id, Message.status.in_(lower)).values(**values))
     if changed.rowcount:
         events.message_status_event(tx, message_id, now)

@@ -143,6 +143,10 @@ def test_a_retried_reply_whose_callbacks_arrive_first_keeps_no_stale_error(gatew
     (create,) = fake_twilio.wait_for_creates(1)
     assert fake_twilio.post_callback(create, "sent") == 200
     assert fake_twilio.post_callback(create, "delivered") == 200
+    early = only_reply(gw)
+    assert time.monotonic() - create.at < fake_twilio.script.latency, "the callbacks came too late to prove anything"
+    # Before the create has even answered, the delivered reply shows no error of the earlier try.
+    assert (early.status, early.error_code, early.error_message) == ("delivered", None, None)
     time.sleep(fake_twilio.script.latency)
     gw.settled()
 
