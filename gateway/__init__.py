@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from gateway.config import Settings
+
+# Every `gateway.*` import runs this module: Flask is imported only when an app is built, so the
+# CLI, workers and tests that never serve do not pay for it.
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(settings: Settings | None = None, runtime=None) -> Flask:
@@ -13,6 +18,8 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     ``runtime`` lets tests and the CLI share one set of parts (database,
     queue, sender) with the app; by default one is built from ``settings``.
     """
+    from flask import Flask
+
     from gateway.bootstrap import build_runtime
     from gateway.heap import freeze_startup_objects, under_gunicorn
     from gateway.logs import configure_logging

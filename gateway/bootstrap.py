@@ -7,6 +7,7 @@ services need. Web processes, workers, the CLI and tests all build one here.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -103,21 +104,43 @@ def build_runtime(
     return runtime
 
 
+# Every CLI command builds a Runtime and most never store a text or emit an event, so the services behind
+# these hooks (with the httpx, views and metrics they import) are not imported here: web processes import
+# them with their routes, workers with their jobs.
+
+
 def _enqueue_events_after_commit(runtime: Runtime) -> None:
     """Events are written in the transaction of their change and handed to the queue once it commits."""
     from sqlalchemy import event
 
-    from gateway.services import events
+    def after_commit(tx) -> None:
+        events = _events_if_imported()
+        if events is not None:
+            events.enqueue_committed(runtime, tx)
 
-    event.listen(runtime.db, "after_commit", lambda tx: events.enqueue_committed(runtime, tx))
-    event.listen(runtime.db, "after_rollback", events.forget_rolled_back)
+    def after_rollback(tx) -> None:
+        events = _events_if_imported()
+        if events is not None:
+            events.forget_rolled_back(tx)
+
+    event.listen(runtime.db, "after_commit", after_commit)
+    event.listen(runtime.db, "after_rollback", after_rollback)
+
+
+def _events_if_imported():
+    """gateway.services.events, or None: only it adds events to a transaction, so until imported there are none."""
+    return sys.modules.get("gateway.services.events")
 
 
 def _make_inbound(runtime: Runtime):
     from gateway.db.group_commit import GroupCommit
-    from gateway.services.inbound import store_texts
 
-    return GroupCommit(lambda batch: store_texts(runtime, batch), runtime.settings.inbound_batch)
+    def store(batch):
+        from gateway.services.inbound import store_texts
+
+        return store_texts(runtime, batch)
+
+    return GroupCommit(store, runtime.settings.inbound_batch)
 
 
 def _make_sender(settings: Settings) -> SmsSender:

@@ -22,24 +22,36 @@ class GatewayGroup(click.Group):
     """Turns the gateway's named errors into one clear line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from sqlalchemy.exc import OperationalError
-
         from gateway.errors import GatewayError
-        from gateway.simulator import SimulatorError
 
         try:
             return super().invoke(ctx)
         except GatewayError as error:
             _fail(error.message)
-        except (ConfigError, SimulatorError) as error:
+        except ConfigError as error:
             _fail(str(error))
-        except OperationalError as error:
-            _fail(f"cannot use the database: {str(error.orig).strip().splitlines()[0]}")
-        except RedisConnectionError as error:
-            _fail(f"cannot reach Redis: {error}")
-        except OSError as error:
-            _fail(str(error))
+        except Exception as error:
+            if _is_a(error, "gateway.simulator", "SimulatorError"):
+                _fail(str(error))
+            elif _is_a(error, "sqlalchemy.exc", "OperationalError"):
+                _fail(f"cannot use the database: {str(error.orig).strip().splitlines()[0]}")
+            elif _is_a(error, "redis.exceptions", "ConnectionError"):
+                _fail(f"cannot reach Redis: {error}")
+            elif isinstance(error, OSError):
+                _fail(str(error))
+            else:
+                raise
+
+
+def _is_a(error: Exception, module: str, name: str) -> bool:
+    """Whether ``error`` is a ``module.name``, without importing ``module``.
+
+    Importing redis, SQLAlchemy and the simulator (httpx) just to name their
+    errors would cost every command, ``gateway --help`` included, a third of a
+    second; a class can only have been raised if its module was imported.
+    """
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(error, cls)
 
 
 def _fail(message: str) -> None:

@@ -1,4 +1,9 @@
-"""CLI commands for API keys, assistants, numbers and sessions: thin wrappers over the services."""
+"""CLI commands for API keys, assistants, numbers and sessions: thin wrappers over the services.
+
+gateway.cli registers these commands for every ``gateway`` invocation, so this
+module imports only click at the top: the schemas (pydantic) and views
+(SQLAlchemy models) are imported by the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,6 @@ import click
 
 from gateway.cli import main, print_json, progress, runtime_for_command
 from gateway.errors import BadRequest
-from gateway.schemas import AssistantCreate, AssistantUpdate, PhoneNumberCreate, PhoneNumberUpdate, parse
-from gateway.views import assistant_view, message_view, phone_number_view, session_view
 
 
 def _json_option(value: str | None, name: str) -> dict | None:
@@ -173,7 +176,9 @@ def _show_assistant(view: dict, as_json: bool) -> None:
 def assistants_add(name, provider, engine_json, first_message, system_prompt, fallback, server_url, variables, as_json,
                    **engine_options):
     """Create an assistant (the faq engine unless told otherwise)."""
+    from gateway.schemas import AssistantCreate, parse
     from gateway.services.assistants import create_assistant
+    from gateway.views import assistant_view
 
     data = {"name": name, **_assistant_fields(provider, engine_json, first_message, system_prompt, fallback, server_url,
                                               variables, _engine_settings(engine_options))}
@@ -187,6 +192,7 @@ def assistants_add(name, provider, engine_json, first_message, system_prompt, fa
 def assistants_list(as_json: bool) -> None:
     """List assistants."""
     from gateway.services.assistants import list_assistants
+    from gateway.views import assistant_view
 
     with runtime_for_command() as runtime:
         rows, _ = list_assistants(runtime, 1000, 0)
@@ -203,6 +209,7 @@ def assistants_list(as_json: bool) -> None:
 def assistants_show(assistant_id: str) -> None:
     """Show one assistant as JSON (credentials masked)."""
     from gateway.services.assistants import get_assistant
+    from gateway.views import assistant_view
 
     with runtime_for_command() as runtime:
         print_json(assistant_view(get_assistant(runtime, assistant_id)))
@@ -215,7 +222,9 @@ def assistants_show(assistant_id: str) -> None:
 def assistants_update(assistant_id, name, provider, engine_json, first_message, system_prompt, fallback, server_url,
                       variables, as_json, **engine_options):
     """Change an assistant's settings; engine options change those settings and keep the others."""
+    from gateway.schemas import AssistantUpdate, parse
     from gateway.services.assistants import get_assistant, update_assistant
+    from gateway.views import assistant_view
 
     settings = _engine_settings(engine_options)
     with runtime_for_command() as runtime:
@@ -235,6 +244,7 @@ def assistants_update(assistant_id, name, provider, engine_json, first_message, 
 def assistants_remove(assistant_id: str, as_json: bool) -> None:
     """Delete an assistant (numbers using it are left without one)."""
     from gateway.services.assistants import delete_assistant, get_assistant
+    from gateway.views import assistant_view
 
     with runtime_for_command() as runtime:
         view = assistant_view(get_assistant(runtime, assistant_id))
@@ -296,7 +306,9 @@ def _show_number(view: dict, as_json: bool) -> None:
 @number_options
 def numbers_add(number, as_json, **options):
     """Add a business number (E.164) and the assistant that answers it."""
+    from gateway.schemas import PhoneNumberCreate, parse
     from gateway.services.phone_numbers import create_phone_number
+    from gateway.views import phone_number_view
 
     with runtime_for_command() as runtime:
         created = create_phone_number(runtime, parse(PhoneNumberCreate, {"number": number, **_number_fields(**options)}))
@@ -308,6 +320,7 @@ def numbers_add(number, as_json, **options):
 def numbers_list(as_json: bool) -> None:
     """List business numbers."""
     from gateway.services.phone_numbers import list_phone_numbers
+    from gateway.views import phone_number_view
 
     with runtime_for_command() as runtime:
         rows, _ = list_phone_numbers(runtime, 1000, 0)
@@ -324,6 +337,7 @@ def numbers_list(as_json: bool) -> None:
 def numbers_show(number_id: str) -> None:
     """Show one number as JSON."""
     from gateway.services.phone_numbers import get_phone_number
+    from gateway.views import phone_number_view
 
     with runtime_for_command() as runtime:
         print_json(phone_number_view(get_phone_number(runtime, number_id)))
@@ -335,7 +349,9 @@ def numbers_show(number_id: str) -> None:
 @number_options
 def numbers_update(number_id, new_number, as_json, **options):
     """Change a number's settings."""
+    from gateway.schemas import PhoneNumberUpdate, parse
     from gateway.services.phone_numbers import update_phone_number
+    from gateway.views import phone_number_view
 
     data = _number_fields(**options)
     if new_number is not None:
@@ -351,6 +367,7 @@ def numbers_update(number_id, new_number, as_json, **options):
 def numbers_remove(number_id: str, as_json: bool) -> None:
     """Delete a number; its sessions stay readable."""
     from gateway.services.phone_numbers import delete_phone_number, get_phone_number
+    from gateway.views import phone_number_view
 
     with runtime_for_command() as runtime:
         view = phone_number_view(get_phone_number(runtime, number_id))
@@ -385,7 +402,7 @@ def session_filters(command):
 
 
 def _session_filter(**given):
-    from gateway.schemas import SessionQuery
+    from gateway.schemas import SessionQuery, parse
     from gateway.services.session_queries import SessionFilter
 
     # The API's query model validates the CLI's filters too (E.164 customer numbers, lengths).
@@ -406,6 +423,7 @@ def _session_filter(**given):
 def sessions_list(limit, offset, as_json, **filters) -> None:
     """List sessions, newest first."""
     from gateway.services.session_queries import list_sessions
+    from gateway.views import session_view
 
     with runtime_for_command() as runtime:
         rows, total = list_sessions(runtime, _session_filter(**filters), limit, offset)
@@ -424,6 +442,7 @@ def sessions_list(limit, offset, as_json, **filters) -> None:
 def sessions_show(session_id: str, as_json: bool) -> None:
     """Show a session and its transcript with delivery statuses."""
     from gateway.services.session_queries import get_session
+    from gateway.views import message_view, session_view
 
     with runtime_for_command() as runtime:
         session, customer, messages = get_session(runtime, session_id)
@@ -449,6 +468,7 @@ def sessions_end(session_id: str, as_json: bool) -> None:
     """Complete a session now; the customer's next text starts a new one."""
     from gateway.services.session_queries import get_session
     from gateway.services.sessions import end_session
+    from gateway.views import session_view
 
     with runtime_for_command(start_queue=True) as runtime:
         _, changed = end_session(runtime, session_id)

@@ -13,7 +13,6 @@ import sys
 import threading
 
 import click
-from sqlalchemy import select
 
 from gateway.config import DEFAULT_PORT, Settings
 from gateway.instance import sandbox_account_sid, sandbox_auth_token
@@ -51,6 +50,8 @@ def _free_port(preferred: int) -> int:
 
 def ensure_demo_setup(runtime, business_number: str):
     """The demo assistant on the demo number, created on first run and reused after."""
+    from sqlalchemy import select
+
     from gateway.db.models import Assistant, PhoneNumber
     from gateway.schemas import AssistantCreate, PhoneNumberCreate, PhoneNumberUpdate
     from gateway.services.assistants import create_assistant

@@ -17,7 +17,7 @@ from rq import SimpleWorker
 from gateway.bootstrap import build_runtime
 from gateway.config import ConfigError, Settings
 from gateway.heap import freeze_startup_objects
-from gateway.jobs import run, set_runtime
+from gateway.jobs import load_jobs, run, set_runtime
 from gateway.logs import configure_logging
 
 log = logging.getLogger("gateway.worker")
@@ -35,18 +35,22 @@ class GatewayWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def _redis_runtime(settings: Settings, command: str):
+def _redis_runtime(settings: Settings, command: str, *, with_jobs: bool = False):
     if not settings.redis_url:
         raise ConfigError(f"gateway {command} needs GATEWAY_REDIS_URL (embedded mode runs jobs inside `gateway serve`)")
     configure_logging(settings.log_level)
     runtime = build_runtime(settings, migrate=False)
+    if with_jobs:
+        # A worker runs every job: importing their modules now, not at each one's first run, freezes them
+        # with the rest of its start-up objects.
+        load_jobs()
     freeze_startup_objects()
     return runtime
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
     """Work the gateway queue. The in-process SimpleWorker avoids a fork per job; jobs are short."""
-    runtime = _redis_runtime(settings, "worker")
+    runtime = _redis_runtime(settings, "worker", with_jobs=True)
     set_runtime(runtime)
 
     def work() -> None:

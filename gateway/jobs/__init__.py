@@ -28,6 +28,11 @@ def _jobs() -> dict[str, Callable[..., Any]]:
     }
 
 
+def load_jobs() -> None:
+    """Import every job's module now rather than at its first run (a worker does, before freezing its heap)."""
+    _jobs()
+
+
 def run_job(runtime: "Runtime", name: str, *args: Any) -> Any:
     job = _jobs().get(name)
     if job is None:

@@ -9,11 +9,13 @@ from sqlalchemy import func, select
 
 from gateway.db.models import Assistant, new_id
 from gateway.errors import NotFound
-from gateway.schemas import EVENT_TYPES, AssistantCreate, AssistantUpdate
 from gateway.domain.secrets import unmask
 
 if TYPE_CHECKING:
+    # The schemas (pydantic) are for annotations and defaults only: listing or removing assistants (CLI)
+    # needs no pydantic.
     from gateway.bootstrap import Runtime
+    from gateway.schemas import AssistantCreate, AssistantUpdate
 
 DEFAULT_ENGINE = {"provider": "faq"}
 
@@ -41,7 +43,7 @@ def create_assistant(runtime: "Runtime", data: AssistantCreate) -> Assistant:
         variable_values=data.variableValues or {},
         fallback_message=data.fallbackMessage,
         server_url=data.serverUrl,
-        server_events=list(data.serverEvents) if data.serverEvents is not None else list(EVENT_TYPES),
+        server_events=list(data.serverEvents) if data.serverEvents is not None else _defaults()["serverEvents"],
         server_secret=data.serverSecret or secrets.token_hex(32),
         created_at=now,
         updated_at=now,
@@ -71,6 +73,8 @@ def update_assistant(runtime: "Runtime", assistant_id: str, data: AssistantUpdat
 
 
 def _defaults() -> dict:
+    from gateway.schemas import EVENT_TYPES
+
     return {"variableValues": {}, "serverEvents": list(EVENT_TYPES)}
 
 

@@ -9,10 +9,11 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.db.models import Assistant, PhoneNumber, new_id
 from gateway.errors import Conflict, InvalidField, NotFound
-from gateway.schemas import PhoneNumberCreate, PhoneNumberUpdate
 
 if TYPE_CHECKING:
+    # Annotations only: listing or removing numbers (CLI) needs no pydantic.
     from gateway.bootstrap import Runtime
+    from gateway.schemas import PhoneNumberCreate, PhoneNumberUpdate
 
 DEFAULTS = {
     "sessionExpirationSeconds": 86400,
