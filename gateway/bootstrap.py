@@ -36,6 +36,7 @@ class Runtime:
     secret_key: str
     background: list[Any] = field(default_factory=list)
     inbound: Any = None  # GroupCommit of inbound texts: stores those arriving together in one transaction
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> bool:
         """Enqueue a job; False when the queue is down (the sweep will find the work later)."""
@@ -62,6 +63,9 @@ class Runtime:
         for part in self.background:
             part.stop()
         self.background.clear()
+        for undo in self.on_close:
+            undo()
+        self.on_close.clear()
         self.engine.dispose()
 
 
@@ -123,8 +127,12 @@ def _enqueue_events_after_commit(runtime: Runtime) -> None:
         if events is not None:
             events.forget_rolled_back(tx)
 
-    event.listen(runtime.db, "after_commit", after_commit)
-    event.listen(runtime.db, "after_rollback", after_rollback)
+    # SQLAlchemy keeps these in a registry of its own, weakly keyed by the sessionmaker's Session class,
+    # which the runtime holds through the closures: unless removed, every Runtime ever built (one per
+    # test, per CLI call in a process) stays alive with its engine and statement cache.
+    for name, hook in (("after_commit", after_commit), ("after_rollback", after_rollback)):
+        event.listen(runtime.db, name, hook)
+        runtime.on_close.append(lambda name=name, hook=hook: event.remove(runtime.db, name, hook))
 
 
 def _events_if_imported():

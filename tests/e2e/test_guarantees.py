@@ -102,6 +102,7 @@ def test_one_session_reaches_the_engine_one_at_a_time_in_order_over_three_worker
     assert [c.body for c in creates_to(fake_twilio, CUSTOMER)] == [f"re: {text}" for text in texts]
 
 
+@pytest.mark.timing
 def test_a_slow_engine_call_in_one_session_does_not_hold_up_another(make_cluster, fake_engine, fake_twilio):
     """Sessions proceed in parallel: B is answered while A's engine call is still running."""
     cluster = make_cluster(workers=3)
@@ -204,6 +205,7 @@ def test_worker_killed_before_twilio_got_the_message_sends_it_once(make_cluster,
     assert [c.body for c in fake_twilio.creates] == ["re: send this exactly once"]
 
 
+@pytest.mark.timing
 def test_texts_arriving_while_redis_is_down_are_stored_and_answered_after(make_cluster, fake_engine, fake_twilio,
                                                                           redis_server):
     """Redis stopped: the webhook still stores and answers 200 fast; once Redis is back every text is answered."""
@@ -231,6 +233,7 @@ def test_texts_arriving_while_redis_is_down_are_stored_and_answered_after(make_c
     assert len(fake_twilio.creates) == 5
 
 
+@pytest.mark.timing
 def test_pacing_per_number_holds_across_worker_processes(make_cluster, fake_engine, fake_twilio):
     """messagesPerSecond is one pace for the number, shared by all workers: nothing dropped, nothing early.
 

@@ -155,6 +155,7 @@ def raw_engines():
 # -- timeouts and transient errors ----------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_an_engine_that_hangs_is_tried_engine_tries_times_then_the_fallback_goes_out(
     live_gateway, fake_engine, fake_twilio
 ):
@@ -222,6 +223,7 @@ RETRY_AFTER = {
 }
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("retry_after, shortest, longest", list(RETRY_AFTER.values()), ids=list(RETRY_AFTER))
 def test_a_429_with_retry_after_waits_that_long_within_the_cap(
     live_gateway, fake_engine, fake_twilio, retry_after, shortest, longest
@@ -241,6 +243,7 @@ def test_a_429_with_retry_after_waits_that_long_within_the_cap(
     assert only_inbound(gw).status == "processed"
 
 
+@pytest.mark.timing
 def test_backoff_doubles_from_the_first_delay_with_jitter(live_gateway, fake_engine):
     """Delay n lies in [ceiling/2, ceiling], ceiling = first * 2**(n-1); across sessions some fall short of it."""
     first = 0.1
@@ -268,6 +271,7 @@ def test_backoff_doubles_from_the_first_delay_with_jitter(live_gateway, fake_eng
     assert len({round(gap, 3) for gaps in all_gaps for gap in gaps}) > 3
 
 
+@pytest.mark.timing
 def test_the_cap_bounds_every_delay(live_gateway, fake_engine):
     """first delay 0.2, cap 0.25, four tries: no delay exceeds the cap although doubling would reach 0.8 s."""
     cap = 0.25
@@ -453,6 +457,7 @@ def test_the_next_call_sees_the_reply_the_engine_gave_before_it(live_gateway, fa
 DOWN = ("engine stopped", "nothing listening on the port")
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("how", DOWN)
 def test_an_unreachable_engine_is_a_transient_error(live_gateway, fake_engine, fake_twilio, how):
     """Connection refused is retried engine_tries times (read off the backoff it took), then the fallback goes out."""
@@ -494,6 +499,7 @@ def test_an_engine_that_drops_the_connection_is_tried_engine_tries_times(live_ga
     assert [c.body for c in fake_twilio.wait_for_creates(1)] == [FALLBACK]
 
 
+@pytest.mark.timing
 def test_the_engine_timeout_bounds_the_whole_call(live_gateway, raw_engines, fake_twilio):
     """An engine trickling its answer over 2 s is cut off at engine_timeout (1 s), like one that stays silent."""
     gw = live_gateway()

@@ -132,6 +132,7 @@ def test_transient_500s_are_retried_and_the_reply_is_sent_once(gateway, fake_twi
     assert (reply.error_code, reply.error_message) == (None, None)
 
 
+@pytest.mark.timing
 def test_a_retried_reply_whose_callbacks_arrive_first_keeps_no_stale_error(gateway, fake_twilio):
     """500, then a create whose callbacks beat its answer: the delivered reply does not keep the 500's error."""
     gw = gateway()
@@ -217,6 +218,7 @@ def test_retry_after_is_honoured(gateway, fake_twilio, fault):
     assert accepted.at - refused.at >= fault.retry_after
 
 
+@pytest.mark.timing
 def test_backoff_grows_but_never_beyond_send_retry_cap(gateway, fake_twilio):
     """500 on every try: the gaps between tries back off but stay under send_retry_cap (plus overhead)."""
     cap = 0.25
@@ -365,6 +367,7 @@ def test_each_number_is_paced_to_its_messages_per_second(gateway, fake_twilio):
         assert later - times[0] >= k * 0.25 - 0.2, (k, gaps(times))
 
 
+@pytest.mark.timing
 def test_a_busy_number_does_not_slow_another_number(live_gateway, fake_twilio):
     """While a 4/s number works through a burst of 8, a second 4/s number answers its 2 texts at its own pace."""
     gw = live_gateway()
@@ -392,6 +395,7 @@ def test_a_busy_number_does_not_slow_another_number(live_gateway, fake_twilio):
 # -- loop protection --------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_loop_protection_holds_the_next_reply_and_drops_none(gateway, fake_twilio):
     """After loop_replies quick replies to one customer, the next waits loop_window; all eight go out in order."""
     gw = gateway(loop_replies=5, loop_window=1.0)
@@ -409,6 +413,7 @@ def test_loop_protection_holds_the_next_reply_and_drops_none(gateway, fake_twili
     assert times[5] - times[4] >= 0.95
 
 
+@pytest.mark.timing
 def test_loop_protection_of_one_customer_does_not_hold_up_the_others(gateway, fake_twilio):
     """A reply held back by loop protection for customer A does not delay the number's reply to customer B."""
     gw = gateway(loop_replies=3, loop_window=2.0)
@@ -536,6 +541,7 @@ def test_callback_with_a_bad_signature_is_refused_and_changes_nothing(gateway, f
     assert snapshot(gw) == before
 
 
+@pytest.mark.timing
 def test_a_callback_that_beats_the_create_response_finds_its_message(gateway, fake_twilio):
     """Callbacks arriving while the create call is still waiting for its answer settle the message by its id."""
     gw = gateway()

@@ -84,6 +84,7 @@ def test_jobs_run_on_worker_threads_not_the_callers(make_queue, runner):
     assert len(runner.calls) == 5
 
 
+@pytest.mark.timing
 def test_enqueue_returns_before_the_job_finishes(make_queue, runner):
     """enqueue hands the job over and returns at once, while the job is still blocked."""
     queue = make_queue(runner)
@@ -125,6 +126,7 @@ def test_jobs_enqueued_before_start_run_after_start(make_queue, runner):
 # --- wait_idle ------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_wait_idle_on_an_empty_queue_is_true_at_once(make_queue, runner):
     """With nothing enqueued, wait_idle returns True straight away."""
     queue = make_queue(runner)
@@ -142,6 +144,7 @@ def test_wait_idle_true_when_jobs_are_done(make_queue, runner):
     assert len(runner.calls) == 10
 
 
+@pytest.mark.timing
 def test_wait_idle_false_on_timeout_with_a_blocked_job(make_queue, runner):
     """A job that is still running makes wait_idle give up with False after its timeout."""
     queue = make_queue(runner)
