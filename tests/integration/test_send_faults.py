@@ -343,6 +343,7 @@ def test_a_long_reply_is_split_at_sentence_ends_into_separately_tracked_parts(ga
 # -- pacing ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_each_number_is_paced_to_its_messages_per_second(gateway, fake_twilio):
     """8 customers text a 4/s number at once: 8 creates, at least ~0.25 s apart, none dropped."""
     gw = gateway(mps=4)
