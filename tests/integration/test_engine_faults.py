@@ -28,7 +28,11 @@ from tests.conftest import BUSINESS, CUSTOMER, FAST
 from tests.support.fake_engine import EngineFault
 from tests.support.net import free_port
 
-SLACK = 0.2  # scheduling, a DB round trip and a fresh HTTP connection between two tries
+SLACK = 0.2  # how far the fake's clock may lag the gateway's: a busy machine delays its request thread
+# How late a try may start after its backoff: scheduling, the lease renewal's commit and a fresh
+# HTTP connection. Generous because a commit on PostgreSQL stalled 0.28 s once in CI, right after
+# the parallel pass; the lower bounds, which show the backoff itself, stay exact.
+LATE = 0.5
 FALLBACK = "Sorry, we cannot answer right now. Please try again later."
 OTHERS = ("+14155550124", "+14155550125")
 
@@ -171,7 +175,7 @@ def test_an_engine_that_hangs_is_tried_engine_tries_times_then_the_fallback_goes
     calls = fake_engine.wait_for_calls(3, started_only=True)
     assert len(calls) == 3
     # Each try was abandoned after the timeout (1 s here), not the 20 s default or the engine's 1.5 s.
-    assert all(FAST["engine_timeout"] <= gap < FAST["engine_timeout"] + FAST["engine_retry_cap"] + SLACK
+    assert all(FAST["engine_timeout"] <= gap < FAST["engine_timeout"] + FAST["engine_retry_cap"] + LATE
                for gap in starts_gaps(calls))
     inbound = only_inbound(gw)
     assert inbound.status == "failed"
@@ -218,8 +222,8 @@ def test_transient_errors_are_retried_until_the_engine_answers(live_gateway, fak
 
 RETRY_AFTER = {
     # label: (Retry-After seconds, shortest gap, longest gap) with FAST's 0.4 s cap
-    "honoured below the cap": (0.3, 0.3, FAST["engine_retry_cap"] + SLACK),
-    "cut to the cap above it": (5, FAST["engine_retry_cap"], FAST["engine_retry_cap"] + SLACK),
+    "honoured below the cap": (0.3, 0.3, FAST["engine_retry_cap"] + LATE),
+    "cut to the cap above it": (5, FAST["engine_retry_cap"], FAST["engine_retry_cap"] + LATE),
 }
 
 
@@ -262,7 +266,7 @@ def test_backoff_doubles_from_the_first_delay_with_jitter(live_gateway, fake_eng
         assert len({c.session_id for c in session_calls}) == 1
         gaps = starts_gaps(session_calls)
         for gap, ceiling in zip(gaps, ceilings):
-            assert ceiling / 2 <= gap < ceiling + SLACK, (gaps, ceilings)
+            assert ceiling / 2 <= gap < ceiling + LATE, (gaps, ceilings)
         all_gaps.append(gaps)
 
     assert {m.status for m in gw.settled(timeout=20) if m.role == "user"} == {"processed"}
@@ -273,20 +277,21 @@ def test_backoff_doubles_from_the_first_delay_with_jitter(live_gateway, fake_eng
 
 @pytest.mark.timing
 def test_the_cap_bounds_every_delay(live_gateway, fake_engine):
-    """first delay 0.2, cap 0.25, four tries: no delay exceeds the cap although doubling would reach 0.8 s."""
+    """first delay 0.2, cap 0.25, five tries: no delay exceeds the cap although doubling would reach 1.6 s."""
     cap = 0.25
-    gw = live_gateway(engine_tries=4, engine_retry_delay=0.2, engine_retry_cap=cap)
+    gw = live_gateway(engine_tries=5, engine_retry_delay=0.2, engine_retry_cap=cap)
     configure(gw, fake_engine.url)
-    fake_engine.script.next_faults.extend(fail(4, status=503))
+    fake_engine.script.next_faults.extend(fail(5, status=503))
 
     text(gw, "hello")
     gw.settled()
 
     calls = fake_engine.calls
-    assert len(calls) == 4
+    assert len(calls) == 5
     gaps = starts_gaps(calls)
-    ceilings = [0.2, cap, cap]  # uncapped they would be 0.2, 0.4, 0.8
-    assert all(ceiling / 2 <= gap < cap + 0.1 for gap, ceiling in zip(gaps, ceilings)), gaps
+    # Uncapped they would be 0.2, 0.4, 0.8, 1.6, the last at least 0.8 after jitter: past cap + LATE.
+    ceilings = [0.2, cap, cap, cap]
+    assert all(ceiling / 2 <= gap < cap + LATE for gap, ceiling in zip(gaps, ceilings)), gaps
     assert only_inbound(gw).status == "failed"
 
 
@@ -514,7 +519,7 @@ def test_the_engine_timeout_bounds_the_whole_call(live_gateway, raw_engines, fak
     assert "timed out" in inbound.error_message
     (chat,) = chats(gw)
     # Three tries of at most 1 s plus two delays of at most 0.05 and 0.1 s.
-    assert chat.engine_ms < 3 * 1000 + 150 + 3 * SLACK * 1000, chat.engine_ms
+    assert chat.engine_ms < 3 * 1000 + 150 + 3 * LATE * 1000, chat.engine_ms
 
 
 # -- nothing is left behind ------------------------------------------------------------------------
