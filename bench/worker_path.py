@@ -1,0 +1,166 @@
+"""bench/worker_path: the CPU one text costs the workers, measured in process, side by side with a git ref.
+
+The end-to-end bench shows the whole path under load; this one isolates what
+the gateway's own code spends in a worker, where SQLAlchemy and psycopg are
+most of the time. Each round, in a fresh process on a fresh PostgreSQL
+database, it stores texts (first texts of new customers, then a second text
+of each), then runs the jobs they queued the way a worker does: the turn job
+(echo engine, in process), the send job (a sender that answers at once as
+Twilio does, with status "queued"), and the two delivery callbacks a web
+process would apply ("sent", "delivered"). It prints the thread's CPU per
+text for each step, and the PostgreSQL round trips per text.
+
+    .venv/bin/python bench/worker_path.py [--texts 200] [--rounds 3] [--baseline HEAD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("process_turns", "send_pending", "status callbacks")
+
+
+def child(texts: int) -> dict:
+    """Runs in a process whose sys.path starts with the tree being measured."""
+    from sqlalchemy import event
+
+    from gateway.bootstrap import build_runtime
+    from gateway.config import Settings
+    from gateway.jobs import run_job
+    from gateway.ports import SendReceipt
+    from gateway.schemas import AssistantCreate, PhoneNumberCreate
+    from gateway.services.assistants import create_assistant
+    from gateway.services.inbound import accept_inbound, parse_inbound
+    from gateway.services.outbound import apply_status
+    from gateway.services.phone_numbers import create_phone_number
+    from tests.support.postgres import ScratchDatabase, engine_url
+    from tests.support.recording_queue import RecordingQueue
+
+    class AcceptingSender:
+        """Answers as Twilio does, at once: the gateway's work, not an HTTP client's, is measured."""
+
+        name = "bench"
+
+        def send(self, sms):
+            return SendReceipt(sid="SM" + uuid.uuid4().hex, status="queued")
+
+    database = ScratchDatabase().create()
+    queue = RecordingQueue()
+    runtime = None
+    try:
+        settings = Settings.from_env({"GATEWAY_DATABASE_URL": engine_url(database.url), "GATEWAY_LOG_LEVEL": "WARNING"})
+        runtime = build_runtime(settings, queue=queue, sender=AcceptingSender(), migrate=True)
+        import logging
+
+        logging.getLogger().setLevel(logging.WARNING)
+        assistant = create_assistant(runtime, AssistantCreate(name="Echo", engine={"provider": "echo"}))
+        # Paced at the most a number allows, so no send waits for its slot.
+        create_phone_number(runtime, PhoneNumberCreate(number="+14155550100", assistantId=assistant.id,
+                                                       messagesPerSecond=1000))
+        statements = [0]
+        event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
+
+        cpu = {step: 0.0 for step in STEPS}
+        trips = {step: 0 for step in STEPS}
+        handled = 0
+        for round_ in range(2):  # first texts (new sessions), then texts to live sessions
+            for n in range(texts):
+                form = {"MessageSid": f"SM{round_}x{n:030d}", "From": f"+1415555{n:04d}", "To": "+14155550100",
+                        "Body": f"text {round_} {n}"}
+                accept_inbound(runtime, parse_inbound(form))
+            while queue.jobs:
+                job, args, _ = queue.jobs.pop(0)
+                step = job if job in cpu else None
+                before, count = time.thread_time(), statements[0]
+                run_job(runtime, job, *args)
+                if step:
+                    cpu[step] += time.thread_time() - before
+                    trips[step] += statements[0] - count
+            sids = _sent(runtime)
+            before, count = time.thread_time(), statements[0]
+            for message_id, sid in sids:
+                apply_status(runtime, message_id, sid, "sent", None)
+                apply_status(runtime, message_id, sid, "delivered", None)
+            cpu["status callbacks"] += time.thread_time() - before
+            trips["status callbacks"] += statements[0] - count
+            handled += len(sids)
+        assert handled == 2 * texts, f"{handled} replies for {2 * texts} texts"
+        return {"texts": handled, "cpu_us": {k: v / handled * 1e6 for k, v in cpu.items()},
+                "statements": {k: v / handled for k, v in trips.items()}}
+    finally:
+        if runtime is not None:
+            runtime.close()
+        database.drop()
+
+
+def _sent(runtime) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from gateway.db.models import Message
+
+    with runtime.db.begin() as tx:
+        rows = tx.execute(select(Message.id, Message.twilio_sid).where(Message.role == "assistant",
+                                                                       Message.status == "sending",
+                                                                       Message.twilio_sid.is_not(None)))
+        return [tuple(row) for row in rows]
+
+
+def run_round(tree: Path, texts: int) -> dict:
+    """One measurement in a fresh process that imports the gateway from ``tree``."""
+    done = subprocess.run([sys.executable, __file__, "--texts", str(texts), "--child-of", str(tree)],
+                          env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the round in {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=200, help="customers; each sends two texts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", metavar="GIT_REF", help="also measure the code at this ref, alternating")
+    parser.add_argument("--child-of", type=Path, help=argparse.SUPPRESS)  # a round, in the tree given
+    args = parser.parse_args()
+    if args.child_of:
+        sys.path.insert(0, str(args.child_of))
+        print(json.dumps(child(args.texts)))
+        return
+    sys.path.insert(0, str(ROOT))
+    from bench.common import export_tree, print_machine
+
+    trees = {"this tree": ROOT}
+    with tempfile.TemporaryDirectory(prefix="gw-bench-base-") as scratch:
+        if args.baseline:
+            trees[args.baseline] = export_tree(args.baseline, Path(scratch))
+        print(f"bench/worker_path: {2 * args.texts} texts per round (half first texts), {args.rounds} rounds, PostgreSQL")
+        print_machine()
+        results: dict[str, list[dict]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                results[name].append(run_round(tree, args.texts))
+        for name, rounds in results.items():
+            print(f"  {name}:")
+            for step in STEPS:
+                cpu = [r["cpu_us"][step] for r in rounds]
+                trips = rounds[-1]["statements"][step]
+                print(f"    {step:17s} CPU {statistics.median(cpu):7.0f} us/text (rounds {', '.join(f'{c:.0f}' for c in cpu)})"
+                      f"  {trips:4.1f} statements/text")
+            total = [sum(r["cpu_us"].values()) for r in rounds]
+            print(f"    {'total':17s} CPU {statistics.median(total):7.0f} us/text")
+        if args.baseline:
+            now, then = (statistics.median(sum(r["cpu_us"].values()) for r in results[n]) for n in trees)
+            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text")
+
+
+if __name__ == "__main__":
+    main()
