@@ -8,7 +8,8 @@ of each), then runs the jobs they queued the way a worker does: the turn job
 (echo engine, in process), the send job (a sender that answers at once as
 Twilio does, with status "queued"), and the two delivery callbacks a web
 process would apply ("sent", "delivered"). It prints the thread's CPU per
-text for each step, and the PostgreSQL round trips per text.
+text for each step, the wall time (one text after another, so round trips
+and commits count), and the SQL statements per text.
 
     .venv/bin/python bench/worker_path.py [--texts 200] [--rounds 3] [--baseline HEAD]
 """
@@ -71,6 +72,7 @@ def child(texts: int) -> dict:
         event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
 
         cpu = {step: 0.0 for step in STEPS}
+        wall = {step: 0.0 for step in STEPS}
         trips = {step: 0 for step in STEPS}
         handled = 0
         for round_ in range(2):  # first texts (new sessions), then texts to live sessions
@@ -81,21 +83,24 @@ def child(texts: int) -> dict:
             while queue.jobs:
                 job, args, _ = queue.jobs.pop(0)
                 step = job if job in cpu else None
-                before, count = time.thread_time(), statements[0]
+                before, started, count = time.thread_time(), time.perf_counter(), statements[0]
                 run_job(runtime, job, *args)
                 if step:
                     cpu[step] += time.thread_time() - before
+                    wall[step] += time.perf_counter() - started
                     trips[step] += statements[0] - count
             sids = _sent(runtime)
-            before, count = time.thread_time(), statements[0]
+            before, started, count = time.thread_time(), time.perf_counter(), statements[0]
             for message_id, sid in sids:
                 apply_status(runtime, message_id, sid, "sent", None)
                 apply_status(runtime, message_id, sid, "delivered", None)
             cpu["status callbacks"] += time.thread_time() - before
+            wall["status callbacks"] += time.perf_counter() - started
             trips["status callbacks"] += statements[0] - count
             handled += len(sids)
         assert handled == 2 * texts, f"{handled} replies for {2 * texts} texts"
         return {"texts": handled, "cpu_us": {k: v / handled * 1e6 for k, v in cpu.items()},
+                "wall_us": {k: v / handled * 1e6 for k, v in wall.items()},
                 "statements": {k: v / handled for k, v in trips.items()}}
     finally:
         if runtime is not None:
@@ -152,11 +157,13 @@ def main() -> None:
             print(f"  {name}:")
             for step in STEPS:
                 cpu = [r["cpu_us"][step] for r in rounds]
+                wall = statistics.median(r["wall_us"][step] for r in rounds)
                 trips = rounds[-1]["statements"][step]
-                print(f"    {step:17s} CPU {statistics.median(cpu):7.0f} us/text (rounds {', '.join(f'{c:.0f}' for c in cpu)})"
-                      f"  {trips:4.1f} statements/text")
+                print(f"    {step:17s} CPU {statistics.median(cpu):6.0f} us/text (rounds {', '.join(f'{c:.0f}' for c in cpu)})"
+                      f"  wall {wall:6.0f} us/text  {trips:4.1f} statements/text")
             total = [sum(r["cpu_us"].values()) for r in rounds]
-            print(f"    {'total':17s} CPU {statistics.median(total):7.0f} us/text")
+            total_wall = statistics.median(sum(r["wall_us"].values()) for r in rounds)
+            print(f"    {'total':17s} CPU {statistics.median(total):6.0f} us/text  wall {total_wall:6.0f} us/text")
         if args.baseline:
             now, then = (statistics.median(sum(r["cpu_us"].values()) for r in results[n]) for n in trees)
             print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text")

@@ -165,10 +165,22 @@ def _column(model: type, name: str):
     return attribute.columns[0] if attribute is not None else model.__table__.c[name]
 
 
-def lock_rows(tx: DbSession, statement, *, skip_locked: bool = False):
+def lock_rows(tx: DbSession, statement, parameters: dict | None = None, *, skip_locked: bool = False):
     """SELECT ... FOR UPDATE [SKIP LOCKED] on PostgreSQL: the rows, locked until commit, leaving out
     (with ``skip_locked``) those another transaction holds. SQLite's BEGIN IMMEDIATE already holds
-    the write lock of the whole database."""
-    if tx.get_bind().dialect.name == "postgresql":
+    the write lock of the whole database. ``statement`` may be a LockingSelect, built once."""
+    postgres = tx.get_bind().dialect.name == "postgresql"
+    if isinstance(statement, LockingSelect):
+        statement = statement.locking if postgres else statement.plain
+    elif postgres:
         statement = statement.with_for_update(skip_locked=skip_locked)
-    return tx.execute(statement)
+    return tx.execute(statement, parameters)
+
+
+class LockingSelect:
+    """A SELECT for lock_rows built once in both forms, for a hot path: deriving the FOR UPDATE form
+    per call would cost a new statement and cache key each time."""
+
+    def __init__(self, statement, *, skip_locked: bool = False):
+        self.plain = statement
+        self.locking = statement.with_for_update(skip_locked=skip_locked)

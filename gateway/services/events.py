@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from adapters.base import RetryPolicy
@@ -31,6 +32,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.events")
 
 PENDING_KEY = "gateway_events"  # Session.info key: event ids to enqueue once the transaction commits
+# Session.info keys of what a transaction has read about subscriptions (cleared when it ends): most
+# assistants subscribe to nothing, and a send's two status changes should not read that twice.
+SUBSCRIPTIONS_KEY = "gateway_subscriptions"  # assistant id -> the event types it takes
+ASSISTANT_OF_MESSAGE_KEY = "gateway_assistant_of_message"  # message id -> its session's assistant id
+
+# Built once: statements run on every turn and every status change (building one costs more CPU than
+# running it, and a prebuilt statement's cache key is computed once).
+_SUBSCRIPTION = select(Assistant.server_url, Assistant.server_events).where(Assistant.id == bindparam("assistant_id"))
+_ASSISTANT_OF_MESSAGE = (
+    select(Session.assistant_id).join(Message, Message.session_id == Session.id).where(Message.id == bindparam("message_id"))
+)
 
 
 def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, view, now: datetime) -> str | None:
@@ -52,8 +64,30 @@ def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, vi
 
 def subscribes(tx: DbSession, assistant_id: str | None, event_type: str) -> bool:
     """Whether the assistant has a serverUrl and takes this event type (it is read once per transaction)."""
-    assistant = tx.get(Assistant, assistant_id) if assistant_id else None
-    return assistant is not None and bool(assistant.server_url) and event_type in (assistant.server_events or [])
+    if assistant_id is None:
+        return False
+    known = tx.info.setdefault(SUBSCRIPTIONS_KEY, {})
+    if assistant_id not in known:
+        row = tx.execute(_SUBSCRIPTION, {"assistant_id": assistant_id}).first()
+        known[assistant_id] = _event_types(row)
+    return event_type in known[assistant_id]
+
+
+def _event_types(row) -> frozenset[str]:
+    return frozenset(row.server_events or ()) if row is not None and row.server_url else frozenset()
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """An assistant's subscription as a caller read it along with other rows (see known_assistant_of)."""
+
+    assistant_id: str | None
+    event_types: frozenset[str]
+
+    @classmethod
+    def of(cls, row) -> "Subscriber":
+        """From a row with assistant_id, server_url and server_events (outer-joined: all may be None)."""
+        return cls(row.assistant_id, _event_types(row) if row.assistant_id else frozenset())
 
 
 def session_event(tx: DbSession, session: Session, event_type: str, now: datetime) -> str | None:
@@ -71,21 +105,43 @@ def chat_event(tx: DbSession, chat: Chat, assistant_id: str | None, event_type: 
     return emit(tx, assistant_id, event_type, "chat", chat_view(chat), now)
 
 
+def known_assistant_of(tx: DbSession, message_id: str, subscriber: Subscriber) -> None:
+    """What a caller read already, the message's assistant and its subscriptions, so that
+    message_status_event need not read them again in this transaction."""
+    tx.info.setdefault(ASSISTANT_OF_MESSAGE_KEY, {})[message_id] = subscriber.assistant_id
+    if subscriber.assistant_id is not None:
+        tx.info.setdefault(SUBSCRIPTIONS_KEY, {})[subscriber.assistant_id] = subscriber.event_types
+
+
 def message_status_event(tx: DbSession, message_id: str, now: datetime) -> str | None:
+    # The message is read (fresh: the UPDATE that changed it bypassed the ORM) only for a subscriber.
+    assistants = tx.info.setdefault(ASSISTANT_OF_MESSAGE_KEY, {})
+    if message_id not in assistants:
+        assistants[message_id] = tx.scalar(_ASSISTANT_OF_MESSAGE, {"message_id": message_id})
+    assistant_id = assistants[message_id]
+    if not subscribes(tx, assistant_id, "message.status"):
+        return None
     message = tx.get(Message, message_id)
     tx.refresh(message)
-    session = tx.get(Session, message.session_id)
-    return emit(tx, session.assistant_id, "message.status", "message", message_view(message), now)
+    return emit(tx, assistant_id, "message.status", "message", message_view(message), now)
 
 
 def enqueue_committed(runtime: "Runtime", tx: DbSession) -> None:
     """The after-commit hook: hand the transaction's new events to the queue."""
+    _forget_reads(tx)
     for event_id in tx.info.pop(PENDING_KEY, []):
         runtime.enqueue("deliver_event", event_id)
 
 
 def forget_rolled_back(tx: DbSession) -> None:
+    _forget_reads(tx)
     tx.info.pop(PENDING_KEY, None)
+
+
+def _forget_reads(tx: DbSession) -> None:
+    """A session that goes on to another transaction reads subscriptions afresh."""
+    tx.info.pop(SUBSCRIPTIONS_KEY, None)
+    tx.info.pop(ASSISTANT_OF_MESSAGE_KEY, None)
 
 
 def deliver_event(runtime: "Runtime", event_id: str) -> None:

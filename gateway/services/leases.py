@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Column, and_, bindparam, or_, update
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.db.models import Session
@@ -31,9 +31,24 @@ class LeaseLost(Exception):
     """Another worker owns the lane now; this one must drop what it was doing."""
 
 
-_COLUMNS = {
-    "turn": (Session.turn_lease_token, Session.turn_lease_until),
-    "send": (Session.send_lease_token, Session.send_lease_until),
+class _LaneStatements:
+    """The lease's three statements for one lane's columns, built once: they run several times per text."""
+
+    def __init__(self, token: Column, until: Column):
+        sessions = Session.__table__
+        mine = and_(sessions.c.id == bindparam("session_id"), token == bindparam("token"))
+        free = or_(until.is_(None), until < bindparam("now"))
+        self.acquire = (
+            update(sessions).where(sessions.c.id == bindparam("session_id"), free)
+            .values({token: bindparam("new_token"), until: bindparam("new_until")})
+        )
+        self.renew = update(sessions).where(mine).values({until: bindparam("new_until")})
+        self.release = update(sessions).where(mine).values({token: None, until: None})
+
+
+_LANES = {
+    "turn": _LaneStatements(Session.__table__.c.turn_lease_token, Session.__table__.c.turn_lease_until),
+    "send": _LaneStatements(Session.__table__.c.send_lease_token, Session.__table__.c.send_lease_until),
 }
 
 
@@ -41,8 +56,9 @@ class Lease:
     def __init__(self, runtime: "Runtime", session_id: str, lane: str):
         self.runtime = runtime
         self.session_id = session_id
-        self.token_column, self.until_column = _COLUMNS[lane]
+        self.statements = _LANES[lane]
         self.token = str(uuid.uuid4())
+        self.renewed_at = None  # when this worker's own transaction last took or extended the lease
 
     def _until(self):
         return self.runtime.clock.now() + timedelta(seconds=self.runtime.settings.lease_seconds)
@@ -51,39 +67,41 @@ class Lease:
         now = self.runtime.clock.now()
         with self.runtime.db.begin() as tx:
             result = tx.execute(
-                update(Session)
-                .where(
-                    Session.id == self.session_id,
-                    or_(self.until_column.is_(None), self.until_column < now),
-                )
-                .values({self.token_column: self.token, self.until_column: self._until()})
+                self.statements.acquire,
+                {"session_id": self.session_id, "now": now, "new_token": self.token, "new_until": self._until()},
             )
-            return result.rowcount == 1
+            taken = result.rowcount == 1
+        if taken:
+            self.renewed_at = now
+        return taken
 
     def renew(self, tx: DbSession | None = None) -> None:
-        """Extend the lease; raises LeaseLost if another worker took it over."""
+        """Extend the lease; raises LeaseLost if another worker took it over.
+
+        In the caller's transaction it always runs: that is the fence of a write. On its own (a keep-alive
+        during long work) it is skipped while the lease is still fresh, less than a tenth of its length
+        old: a transaction of its own per engine try would otherwise follow right after the acquire.
+        """
         if tx is not None:
             self._renew(tx)
             return
+        now = self.runtime.clock.now()
+        if self.renewed_at is not None and now - self.renewed_at < timedelta(seconds=self.runtime.settings.lease_seconds / 10):
+            return
         with self.runtime.db.begin() as own:
             self._renew(own)
+        self.renewed_at = now
 
     def _renew(self, tx: DbSession) -> None:
         result = tx.execute(
-            update(Session)
-            .where(Session.id == self.session_id, self.token_column == self.token)
-            .values({self.until_column: self._until()})
+            self.statements.renew, {"session_id": self.session_id, "token": self.token, "new_until": self._until()}
         )
         if result.rowcount != 1:
             raise LeaseLost(self.session_id)
 
     def release(self) -> None:
         with self.runtime.db.begin() as tx:
-            tx.execute(
-                update(Session)
-                .where(and_(Session.id == self.session_id, self.token_column == self.token))
-                .values({self.token_column: None, self.until_column: None})
-            )
+            tx.execute(self.statements.release, {"session_id": self.session_id, "token": self.token})
 
 
 def work_lane(

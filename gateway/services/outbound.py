@@ -11,16 +11,17 @@ waits for a status callback and then asks Twilio whether it went out.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from adapters.base import RetryPolicy
 from gateway.config import DEFAULT_PORT
-from gateway.db.models import Message, PhoneNumber, Session, new_id
-from gateway.db.ops import lock_rows
+from gateway.db.models import Assistant, Customer, Message, OptOut, PhoneNumber, Session, new_id
+from gateway.db.ops import LockingSelect, lock_rows
 from gateway.domain.phone import mask
 from gateway.domain.segments import describe, split_body
 from gateway.ports import OutboundSms, SendError
@@ -124,67 +125,140 @@ def _drain(runtime: "Runtime", lease: Lease) -> float | None:
         if message.send_started_at is not None:
             _resolve_interrupted(runtime, lease, message)
             continue
-        wait = _reserve_slot(runtime, lease, message)
+        wait, handover = _hand_over(runtime, lease, message)
         if wait is not None:
-            return wait
-        _send(runtime, lease, message)
+            if wait > SHORT_WAIT:
+                return wait
+            # Its slot (now next_attempt_at) comes in a moment: the loop's head waits for it.
+            continue
+        if handover is not None:
+            _send(runtime, lease, message, handover)
+
+
+# Built once, like the other statements the send path runs per message: building a statement costs
+# more CPU than running it, and a prebuilt one computes its cache key once.
+_MESSAGES = Message.__table__
+_NEXT_UNSENT = (
+    select(Message)
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.role == "assistant",
+        Message.channel == "sms",
+        Message.status == "queued",
+        Message.twilio_sid.is_(None),
+    )
+    .order_by(Message.seq)
+    .limit(1)
+)
+# Where the session's messages go, and whether they may: its numbers, and the customer's opt-out.
+_ADDRESSES = (
+    select(
+        Session.phone_number_id,
+        Session.customer_id,
+        Session.assistant_id,
+        Assistant.server_url,
+        Assistant.server_events,
+        Customer.number.label("customer_number"),
+        select(OptOut.customer_id)
+        .where(OptOut.customer_id == Session.customer_id, OptOut.phone_number_id == Session.phone_number_id)
+        .exists()
+        .label("opted_out"),
+    )
+    .outerjoin(Customer, Customer.id == Session.customer_id)
+    .outerjoin(Assistant, Assistant.id == Session.assistant_id)
+    .where(Session.id == bindparam("session_id"))
+)
+# The sending number; its row is locked while its pace is read and advanced.
+_SENDER = LockingSelect(
+    select(PhoneNumber.id, PhoneNumber.number, PhoneNumber.messaging_service_sid, PhoneNumber.next_send_at,
+           PhoneNumber.messages_per_second)
+    .where(PhoneNumber.id == bindparam("number_id"))
+)
+_NEXT_SEND_AT = update(PhoneNumber.__table__).where(PhoneNumber.__table__.c.id == bindparam("number_id"))
+_HANDED_OVER = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values(attempts=_MESSAGES.c.attempts + 1)
+)
+# Twilio took the message. One UPDATE, whose every SET sees the row as it was: the sid unless a
+# status callback that beat us here set it already, and an earlier try's error cleared unless such
+# a callback reported a delivery failure of this very message.
+_ACCEPTED = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values(
+        twilio_sid=func.coalesce(_MESSAGES.c.twilio_sid, bindparam("sid")),
+        error_code=case((_MESSAGES.c.status.in_(("undelivered", "failed")), _MESSAGES.c.error_code), else_=None),
+        error_message=case((_MESSAGES.c.status.in_(("undelivered", "failed")), _MESSAGES.c.error_message), else_=None),
+    )
+)
+_SET_BY_ID = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))  # SET from the parameters' keys
 
 
 def _next_unsent(runtime: "Runtime", session_id: str) -> Message | None:
     with runtime.db.begin() as tx:
-        return tx.scalar(
-            select(Message)
-            .where(
-                Message.session_id == session_id,
-                Message.role == "assistant",
-                Message.channel == "sms",
-                Message.status == "queued",
-                Message.twilio_sid.is_(None),
-            )
-            .order_by(Message.seq)
-            .limit(1)
-        )
+        return tx.scalar(_NEXT_UNSENT, {"session_id": session_id})
 
 
-def _reserve_slot(runtime: "Runtime", lease: Lease, message: Message) -> float | None:
-    """Take this message's place in its number's sending pace; returns a wait if it is not yet due.
+@dataclass
+class _Handover:
+    sms: OutboundSms
+    customer_id: str | None
+    number_id: str
+    assistant: "events.Subscriber"  # whose subscriptions the status changes are checked against
 
-    The slot is taken once per message (``slot_reserved``) under the number's
-    row lock, so concurrent sessions of one number queue behind each other
-    instead of racing, and nothing is ever dropped. A message never leaves
-    before its slot; waiting is a delayed job, never a sleeping worker, so its
-    precision is the queue's: milliseconds in process, whole seconds on RQ
-    (messages whose slots share a second may then leave together at its end).
+
+def _hand_over(runtime: "Runtime", lease: Lease, message: Message) -> tuple[float | None, _Handover | None]:
+    """Take the message's place in its number's pace and, when that is now, hand it over; one transaction.
+
+    Returns (wait, None) when the slot is still ahead, (None, what to send) when it is handed over, and
+    (None, None) when it was failed or blocked instead. The slot is taken once per message
+    (``slot_reserved``) under the number's row lock, so concurrent sessions of one number queue behind
+    each other instead of racing, and nothing is ever dropped. A message never leaves before its slot;
+    waiting is a delayed job, never a sleeping worker, so its precision is the queue's: milliseconds in
+    process, whole seconds on RQ (messages whose slots share a second may then leave together at its end).
     """
-    if message.slot_reserved:
-        return None
     now = runtime.clock.now()
     with runtime.db.begin() as tx:
         lease.renew(tx)
-        number = lock_rows(
-            tx,
-            select(PhoneNumber).join(Session, Session.phone_number_id == PhoneNumber.id).where(Session.id == message.session_id),
-        ).scalar_one_or_none()
-        slot = now
-        if number is not None:
-            if number.next_send_at is not None and number.next_send_at > slot:
-                slot = number.next_send_at
-            number.next_send_at = slot + timedelta(seconds=1.0 / number.messages_per_second)
-            # Loop protection holds this conversation only, not the number's pace.
-            slot = _after_loop_protection(tx, runtime, message.session_id, slot)
-        tx.execute(
-            update(Message).where(Message.id == message.id).values(slot_reserved=True, next_attempt_at=slot, updated_at=now)
-        )
-    wait = (slot - now).total_seconds()
-    if wait <= 0:
-        return None
-    if wait <= SHORT_WAIT:
-        runtime.clock.sleep(wait)
-        return None
-    return wait
+        addresses = tx.execute(_ADDRESSES, {"session_id": message.session_id}).first()
+        number = None
+        if addresses is not None and addresses.phone_number_id is not None:
+            found = {"number_id": addresses.phone_number_id}
+            number = (tx.execute(_SENDER.plain, found) if message.slot_reserved else lock_rows(tx, _SENDER, found)).first()
+        if number is not None and not message.slot_reserved:
+            slot = _reserve_slot(tx, runtime, message.session_id, addresses, number, now)
+            if slot > now:
+                _set(tx, message.id, now, slot_reserved=True, next_attempt_at=slot)
+                return (slot - now).total_seconds(), None
+        return None, _mark_handed_over(tx, runtime, message, addresses, number, now)
 
 
-def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, slot: datetime) -> datetime:
+def _reserve_slot(tx: DbSession, runtime: "Runtime", session_id: str, addresses, number, now: datetime) -> datetime:
+    """The moment the session's next message may leave: its number's next free slot, which it then takes."""
+    slot = max(now, number.next_send_at) if number.next_send_at is not None else now
+    tx.execute(_NEXT_SEND_AT, {"number_id": number.id,
+                               "next_send_at": slot + timedelta(seconds=1.0 / number.messages_per_second)})
+    # Loop protection holds this conversation only, not the number's pace.
+    return _after_loop_protection(tx, runtime, session_id, addresses, slot)
+
+
+# The latest replies from one number to one customer, over all their sessions.
+_RECENT_SENDS = (
+    select(Message.sent_at)
+    .join(Session, Session.id == Message.session_id)
+    .where(
+        Session.phone_number_id == bindparam("number_id"),
+        Session.customer_id == bindparam("customer_id"),
+        Message.role == "assistant",
+        Message.sent_at.is_not(None),
+    )
+    .order_by(Message.sent_at.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, addresses, slot: datetime) -> datetime:
     """Hold the slot back when it would be one reply too many in a fast exchange (Twilio error 14107).
 
     Twilio blocks a pair of numbers for 30 s after more than 30 replies, each
@@ -193,21 +267,8 @@ def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, s
     ``loop_window`` seconds after the last; it is queued, never dropped.
     """
     limit, window = runtime.settings.loop_replies, timedelta(seconds=runtime.settings.loop_window)
-    session = tx.get(Session, session_id)
-    recent = list(
-        tx.scalars(
-            select(Message.sent_at)
-            .join(Session, Session.id == Message.session_id)
-            .where(
-                Session.phone_number_id == session.phone_number_id,
-                Session.customer_id == session.customer_id,
-                Message.role == "assistant",
-                Message.sent_at.is_not(None),
-            )
-            .order_by(Message.sent_at.desc())
-            .limit(limit)
-        )
-    )
+    recent = list(tx.scalars(_RECENT_SENDS, {"number_id": addresses.phone_number_id,
+                                            "customer_id": addresses.customer_id, "limit": limit}))
     if len(recent) < limit or slot - recent[0] >= window:
         return slot
     if all(newer - older < window for newer, older in zip(recent, recent[1:])):
@@ -216,60 +277,51 @@ def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, s
     return slot
 
 
-def _send(runtime: "Runtime", lease: Lease, message: Message) -> None:
-    now = runtime.clock.now()
-    with runtime.db.begin() as tx:
-        lease.renew(tx)
-        session = tx.get(Session, message.session_id)
-        number = tx.get(PhoneNumber, session.phone_number_id) if session.phone_number_id else None
-        customer_number = _customer_number(tx, session)
-        if number is None or customer_number is None:
-            _set_failed(tx, message.id, None, "the session's phone number no longer exists", now)
-            return
-        if message.kind != "opt_out" and optouts.is_opted_out(tx, session.customer_id, number.id):
-            _set(tx, message.id, now, status="blocked", error_message="customer opted out")
-            log.info("event=send.blocked message=%s session=%s", message.id, session.id)
-            return
-        # Handed over: from here on a crash leaves an unknown outcome. The next
-        # owner of the lane waits until the lease is surely gone (next_attempt_at)
-        # and then asks Twilio before sending again (_resolve_interrupted).
-        settle_at = now + timedelta(seconds=runtime.settings.lease_seconds)
-        _set(tx, message.id, now, send_started_at=now, next_attempt_at=settle_at, attempts=Message.attempts + 1)
-        sms = OutboundSms(
-            message_id=message.id,
-            to=customer_number,
-            from_=number.number,
-            messaging_service_sid=number.messaging_service_sid,
-            body=message.content,
-            media_urls=tuple(m["url"] for m in (message.media or [])),
-            status_callback=status_callback_url(runtime, message.id),
-        )
-        customer_id = session.customer_id
+def _mark_handed_over(tx: DbSession, runtime: "Runtime", message: Message, addresses, number,
+                      now: datetime) -> _Handover | None:
+    """Checks that the message may go, and marks it handed over; None if it was failed or blocked instead."""
+    if number is None or addresses.customer_number is None:
+        _set_failed(tx, message.id, None, "the session's phone number no longer exists", now)
+        return None
+    if message.kind != "opt_out" and addresses.opted_out:
+        _set(tx, message.id, now, status="blocked", error_message="customer opted out")
+        log.info("event=send.blocked message=%s session=%s", message.id, message.session_id)
+        return None
+    # Handed over: from here on a crash leaves an unknown outcome. The next
+    # owner of the lane waits until the lease is surely gone (next_attempt_at)
+    # and then asks Twilio before sending again (_resolve_interrupted).
+    settle_at = now + timedelta(seconds=runtime.settings.lease_seconds)
+    tx.execute(_HANDED_OVER, {"message_id": message.id, "slot_reserved": True, "send_started_at": now,
+                              "next_attempt_at": settle_at, "updated_at": now})
+    sms = OutboundSms(
+        message_id=message.id,
+        to=addresses.customer_number,
+        from_=number.number,
+        messaging_service_sid=number.messaging_service_sid,
+        body=message.content,
+        media_urls=tuple(m["url"] for m in (message.media or [])),
+        status_callback=status_callback_url(runtime, message.id),
+    )
+    return _Handover(sms, addresses.customer_id, number.id, events.Subscriber.of(addresses))
+
+
+def _send(runtime: "Runtime", lease: Lease, message: Message, handover: _Handover) -> None:
     try:
-        receipt = runtime.sender.send(sms)
+        receipt = runtime.sender.send(handover.sms)
     except SendError as error:
-        _after_error(runtime, lease, message, error, customer_id, number.id)
+        _after_error(runtime, lease, message, error, handover.customer_id, handover.number_id)
         return
     with runtime.db.begin() as tx:
-        # The status callback may have beaten us here and set sid and status already.
-        tx.execute(
-            update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=receipt.sid)
-        )
-        # An earlier try's error is history now, unless a callback that beat us
-        # here reported a delivery failure of this very message.
-        tx.execute(
-            update(Message)
-            .where(Message.id == message.id, Message.status.not_in(("undelivered", "failed")))
-            .values(error_code=None, error_message=None)
-        )
-        _set(tx, message.id, runtime.clock.now(), sent_at=runtime.clock.now())
-        _advance(tx, message.id, "sending", None, runtime.clock.now())
+        now = runtime.clock.now()
+        events.known_assistant_of(tx, message.id, handover.assistant)
+        tx.execute(_ACCEPTED, {"message_id": message.id, "sid": receipt.sid, "sent_at": now, "updated_at": now})
+        _advance(tx, message.id, "sending", None, now)
         reported = TWILIO_STATUSES.get(receipt.status)
-        if reported is not None:
-            _advance(tx, message.id, reported, None, runtime.clock.now())
+        if reported is not None and STATUS_RANK[reported] > STATUS_RANK["sending"]:  # Twilio mostly says "queued"
+            _advance(tx, message.id, reported, None, now)
     log.info(
         "event=send.accepted message=%s session=%s sid=%s to=%s sender=%s",
-        message.id, message.session_id, receipt.sid, mask(sms.to), runtime.sender.name,
+        message.id, message.session_id, receipt.sid, mask(handover.sms.to), runtime.sender.name,
     )
 
 
@@ -366,18 +418,35 @@ def _ask_sender(runtime: "Runtime", message: Message):
     return finder(to, message.content, message.send_started_at - timedelta(minutes=1), known)
 
 
+# What a status callback needs of its message, found by our id or by Twilio's sid.
+_CALLBACK = (
+    select(Message.id, Message.role, Message.session_id, Message.twilio_sid, Session.assistant_id,
+           Assistant.server_url, Assistant.server_events)
+    .join(Session, Session.id == Message.session_id)
+    .outerjoin(Assistant, Assistant.id == Session.assistant_id)
+)
+_CALLBACK_BY_ID = _CALLBACK.where(Message.id == bindparam("message_id"))
+_CALLBACK_BY_SID = _CALLBACK.where(Message.twilio_sid == bindparam("sid"))
+_SID_IF_NONE = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.twilio_sid.is_(None))
+    .values(twilio_sid=bindparam("sid"))
+)
+
+
 def apply_status(runtime: "Runtime", message_id: str | None, sid: str | None, twilio_status: str, error_code) -> bool:
     """A delivery status callback: move the message forward, never back. False if unknown."""
     status = TWILIO_STATUSES.get((twilio_status or "").lower())
     now = runtime.clock.now()
     with runtime.db.begin() as tx:
-        message = tx.get(Message, message_id) if message_id else None
+        message = tx.execute(_CALLBACK_BY_ID, {"message_id": message_id}).first() if message_id else None
         if message is None and sid:
-            message = tx.scalar(select(Message).where(Message.twilio_sid == sid))
+            message = tx.execute(_CALLBACK_BY_SID, {"sid": sid}).first()
         if message is None or message.role != "assistant":
             return False
+        events.known_assistant_of(tx, message.id, events.Subscriber.of(message))
         if sid and message.twilio_sid is None:
-            tx.execute(update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=sid))
+            tx.execute(_SID_IF_NONE, {"message_id": message.id, "sid": sid})
         if status is not None:
             code = _int(error_code)
             _advance(tx, message.id, status, code, now)
@@ -388,24 +457,33 @@ def apply_status(runtime: "Runtime", message_id: str | None, sid: str | None, tw
     return True
 
 
+# One conditional UPDATE per target status: it moves only messages whose status ranks below it.
+_ADVANCE = {
+    status: update(_MESSAGES).where(
+        _MESSAGES.c.id == bindparam("message_id"),
+        _MESSAGES.c.status.in_([name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]),
+    )
+    for status in STATUS_RANK
+}
+
+
 def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None, now: datetime) -> None:
     """Set ``status`` only if it ranks above the current one: one conditional UPDATE, race-free."""
-    lower = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
-    values: dict = {"status": status, "updated_at": now}
+    values: dict = {"message_id": message_id, "status": status, "updated_at": now}
     if error_code is not None:
         values["error_code"] = error_code
     elif status in ("sent", "delivered"):
         # This message got through: an earlier try's error (a 14107, a 429) is history now. The send
         # path clears it too, but a callback may come first and a message must not show "sent" with it.
         values.update(error_code=None, error_message=None)
-    changed = tx.execute(update(Message).where(Message.id == message_id, Message.status.in_(lower)).values(**values))
+    changed = tx.execute(_ADVANCE[status], values)
     if changed.rowcount:
         events.message_status_event(tx, message_id, now)
         metrics.message_status(status)
 
 
 def _set(tx: DbSession, message_id: str, now: datetime, **values) -> None:
-    tx.execute(update(Message).where(Message.id == message_id).values(updated_at=now, **values))
+    tx.execute(_SET_BY_ID, {"message_id": message_id, "updated_at": now, **values})
     if "status" in values:
         events.message_status_event(tx, message_id, now)
         metrics.message_status(values["status"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from adapters import create_engine
 from adapters.base import (
@@ -310,12 +310,10 @@ def _change_opt_state(tx, keyword: Keyword, situation: Situation, now: datetime)
 def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
     session_id = batch.messages[0].session_id
     with runtime.db.begin() as tx:
-        session = tx.get(Session, session_id)
-        if session is None:
+        found = tx.execute(_SITUATION, {"session_id": session_id}).first()
+        if found is None:
             return None
-        number = tx.get(PhoneNumber, session.phone_number_id) if session.phone_number_id else None
-        assistant = tx.get(Assistant, session.assistant_id) if session.assistant_id else None
-        customer = tx.get(Customer, session.customer_id) if session.customer_id else None
+        session, number, assistant, customer = found
         # Everything said before this turn: earlier texts, and every reply so far,
         # including one stored after this text arrived (its turn was still with
         # the engine then). Texts still waiting behind this turn are not history.
@@ -344,6 +342,16 @@ def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
         },
     )
     return Situation(session, number, assistant, customer, opted_out, _history(sorted(earlier, key=_turn_order)), variables)
+
+
+# The session and what it points to, in one round trip (built once: it runs on every turn).
+_SITUATION = (
+    select(Session, PhoneNumber, Assistant, Customer)
+    .outerjoin(PhoneNumber, PhoneNumber.id == Session.phone_number_id)
+    .outerjoin(Assistant, Assistant.id == Session.assistant_id)
+    .outerjoin(Customer, Customer.id == Session.customer_id)
+    .where(Session.id == bindparam("session_id"))
+)
 
 
 def _turn_order(message: Message) -> tuple[float, int]:
