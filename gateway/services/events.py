@@ -89,6 +89,10 @@ class Subscriber:
         """From a row with assistant_id, server_url and server_events (outer-joined: all may be None)."""
         return cls(row.assistant_id, _event_types(row) if row.assistant_id else frozenset())
 
+    @classmethod
+    def of_assistant(cls, assistant: Assistant) -> "Subscriber":
+        return cls(assistant.id, _event_types(assistant))
+
 
 def session_event(tx: DbSession, session: Session, event_type: str, now: datetime) -> str | None:
     if session.assistant_id is None:
@@ -102,13 +106,18 @@ def session_event(tx: DbSession, session: Session, event_type: str, now: datetim
 
 
 def chat_event(tx: DbSession, chat: Chat, assistant_id: str | None, event_type: str, now: datetime) -> str | None:
-    return emit(tx, assistant_id, event_type, "chat", chat_view(chat), now)
+    return emit(tx, assistant_id, event_type, "chat", lambda: chat_view(chat), now)
 
 
 def known_assistant_of(tx: DbSession, message_id: str, subscriber: Subscriber) -> None:
     """What a caller read already, the message's assistant and its subscriptions, so that
     message_status_event need not read them again in this transaction."""
     tx.info.setdefault(ASSISTANT_OF_MESSAGE_KEY, {})[message_id] = subscriber.assistant_id
+    known_subscriber(tx, subscriber)
+
+
+def known_subscriber(tx: DbSession, subscriber: Subscriber) -> None:
+    """An assistant's subscriptions that a caller read already, so that this transaction need not."""
     if subscriber.assistant_id is not None:
         tx.info.setdefault(SUBSCRIPTIONS_KEY, {})[subscriber.assistant_id] = subscriber.event_types
 

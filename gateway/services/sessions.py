@@ -265,19 +265,32 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> lis
     handed out in commit order: a turn can never see position n+1 committed
     while n is still in flight (SPEC 6.3).
     """
+    tx.flush()  # as the ORM's UPDATE would: changes made earlier in this transaction go first
+    active = session.status == "active"
     new_expiry = expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)
     last = tx.execute(
-        update(Session)
-        .where(Session.id == session.id)
-        .values(
-            last_seq=Session.last_seq + count,
-            last_activity_at=now,
-            expires_at=new_expiry if session.status == "active" else Session.expires_at,
-            updated_at=now,
-        )
-        .returning(Session.last_seq)
+        _NEXT_SEQS[active], {"session_id": session.id, "count": count, "now": now, "new_expiry": new_expiry}
     ).scalar_one()
+    if session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
+        changed = {"last_seq": last, "last_activity_at": now, "updated_at": now}
+        if active:
+            changed["expires_at"] = new_expiry
+        for name, value in changed.items():
+            set_committed_value(session, name, value)
     return list(range(last - count + 1, last + 1))
+
+
+def _next_seqs_statement(active: bool):
+    sessions = Session.__table__
+    values = dict(last_seq=sessions.c.last_seq + bindparam("count"), last_activity_at=bindparam("now"),
+                  updated_at=bindparam("now"))
+    if active:  # a session still open lives longer with each message; a completed one keeps its end
+        values["expires_at"] = bindparam("new_expiry")
+    return update(sessions).where(sessions.c.id == bindparam("session_id")).values(values).returning(sessions.c.last_seq)
+
+
+# Built once: every text and every reply reserves positions.
+_NEXT_SEQS = {active: _next_seqs_statement(active) for active in (True, False)}
 
 
 def _new_id() -> str:

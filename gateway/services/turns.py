@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from adapters import create_engine
 from adapters.base import (
@@ -29,7 +29,7 @@ from adapters.base import (
     UserTurn,
     call_with_retries,
 )
-from gateway.db.models import Assistant, Chat, Customer, Message, PhoneNumber, Session, new_id
+from gateway.db.models import Assistant, Chat, Customer, Message, OptOut, PhoneNumber, Session, new_id
 from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
 from gateway.domain.templates import merge_variables, render
 from gateway import metrics
@@ -95,23 +95,25 @@ def _drain(runtime: "Runtime", lease: Lease) -> float | None:
 
 def _next_batch(runtime: "Runtime", session_id: str) -> tuple[Batch | None, float | None]:
     with runtime.db.begin() as tx:
-        pending = list(
-            tx.scalars(
-                select(Message)
-                .where(Message.session_id == session_id, Message.role == "user", Message.status == "received")
-                .order_by(Message.seq)
-            )
-        )
-        if not pending:
-            return None, None
-        merge_seconds = tx.scalar(
-            select(PhoneNumber.merge_burst_seconds)
-            .join(Session, Session.phone_number_id == PhoneNumber.id)
-            .where(Session.id == session_id)
-        )
+        rows = tx.execute(_PENDING, {"session_id": session_id}).all()
+    if not rows:
+        return None, None
+    pending = [message for message, _ in rows]
+    merge_seconds = rows[0][1]
     if not merge_seconds or pending[0].channel != "sms" or classify(pending[0].content):
         return Batch(pending[:1]), None
     return _burst(pending, merge_seconds, runtime.clock.now())
+
+
+# Built once, like every statement a turn runs: building one costs more CPU than running it.
+# The session's received texts, in order, each with its number's burst window.
+_PENDING = (
+    select(Message, PhoneNumber.merge_burst_seconds)
+    .join(Session, Session.id == Message.session_id)
+    .outerjoin(PhoneNumber, PhoneNumber.id == Session.phone_number_id)
+    .where(Message.session_id == bindparam("session_id"), Message.role == "user", Message.status == "received")
+    .order_by(Message.seq)
+)
 
 
 def _burst(pending: list[Message], window: float, now: datetime) -> tuple[Batch | None, float | None]:
@@ -243,52 +245,51 @@ def _finish(
     with runtime.db.begin() as tx:
         lease.renew(tx)
         for message in batch.messages:
-            marked = tx.execute(
-                update(Message)
-                .where(Message.id == message.id, Message.status == "received")
-                .values(
-                    status="failed" if failure else "processed",
-                    error_message=failure,
-                    details={**(message.details or {}), "handling": handling},
-                    updated_at=now,
-                )
-            ).rowcount
+            marked = tx.execute(_MARK_TEXT, {
+                "message_id": message.id,
+                "status": "failed" if failure else "processed",
+                "error_message": failure,
+                "details": {**(message.details or {}), "handling": handling},
+                "updated_at": now,
+            }).rowcount
             if marked != 1:
                 raise LeaseLost(session.id)
         if state_change is not None and situation.customer is not None and situation.number is not None:
             _change_opt_state(tx, state_change, situation, now)
         chat = None
         if kind in ("reply", "fallback"):
-            chat = Chat(
-                    id=new_id(),
-                    session_id=session.id,
-                    input=batch.text,
-                    output=[{"role": "assistant", "content": text} for text in replies],
-                    status="failed" if failure else "completed",
-                    cost=cost,
-                    engine=engine,
-                    engine_ms=elapsed,
-                    error_message=failure,
-                    created_at=now,
-                    updated_at=now,
-                )
-            tx.add(chat)
-            tx.flush()
-            events.chat_event(tx, chat, session.assistant_id, "chat.created", now)
+            chat = dict(
+                id=new_id(),
+                session_id=session.id,
+                input=batch.text,
+                output=[{"role": "assistant", "content": text} for text in replies],
+                status="failed" if failure else "completed",
+                cost=cost,
+                engine=engine,
+                engine_ms=elapsed,
+                error_message=failure,
+                created_at=now,
+                updated_at=now,
+            )
+            tx.execute(_INSERT_CHAT, chat)
+            # Subscriptions as read with the situation at the start of the turn.
+            if situation.assistant is not None:
+                events.known_subscriber(tx, events.Subscriber.of_assistant(situation.assistant))
+            events.chat_event(tx, Chat(**chat), session.assistant_id, "chat.created", now)
         reply_to = batch.messages[-1].seq
         # Replies go back the way the text came: SMS texts by SMS, API chats inline.
         channel = batch.messages[0].channel
         queued = (
-            queue_replies(tx, session, replies, kind or "reply", chat.id if chat else None, now, reply_to, channel)
+            queue_replies(tx, session, replies, kind or "reply", chat["id"] if chat else None, now, reply_to, channel)
             if replies else []
         )
         changes: dict = {}
         if cost:
-            changes["cost"] = Session.cost + cost
+            changes["cost"] = _SESSIONS.c.cost + cost
         if engine_state is not None and engine_state != (session.engine_state or {}):
             changes["engine_state"] = engine_state
         if changes:
-            tx.execute(update(Session).where(Session.id == session.id).values(**changes))
+            tx.execute(update(_SESSIONS).where(_SESSIONS.c.id == session.id).values(**changes))
     log.info(
         "event=turn.%s session=%s messages=%s replies=%d engine=%s engine_ms=%s",
         "failed" if failure else "processed", session.id, ",".join(batch.ids), len(queued), engine or "-", elapsed,
@@ -296,7 +297,15 @@ def _finish(
     metrics.turn("failed" if failure else "processed", engine, elapsed)
     if queued and channel == "sms":
         runtime.enqueue("send_pending", session.id)
-    return chat.id if chat else None
+    return chat["id"] if chat else None
+
+
+_SESSIONS = Session.__table__
+_MARK_TEXT = (
+    update(Message.__table__)
+    .where(Message.__table__.c.id == bindparam("message_id"), Message.__table__.c.status == "received")
+)  # SET from the parameters' keys
+_INSERT_CHAT = insert(Chat.__table__)
 
 
 def _change_opt_state(tx, keyword: Keyword, situation: Situation, now: datetime) -> None:
@@ -313,23 +322,11 @@ def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
         found = tx.execute(_SITUATION, {"session_id": session_id}).first()
         if found is None:
             return None
-        session, number, assistant, customer = found
+        session, number, assistant, customer, opted_out = found
         # Everything said before this turn: earlier texts, and every reply so far,
         # including one stored after this text arrived (its turn was still with
         # the engine then). Texts still waiting behind this turn are not history.
-        earlier = list(
-            tx.scalars(
-                select(Message)
-                .where(
-                    Message.session_id == session_id,
-                    Message.id.not_in(batch.ids),
-                    or_(Message.role != "user", Message.seq < batch.messages[0].seq),
-                )
-                .order_by(Message.seq.desc())
-                .limit(HISTORY_LIMIT)
-            )
-        )
-        opted_out = optouts.is_opted_out(tx, session.customer_id, session.phone_number_id)
+        earlier = list(tx.scalars(_HISTORY, {"session_id": session_id, "ids": batch.ids, "seq": batch.messages[0].seq}))
     variables = merge_variables(
         (batch.overrides or {}).get("variableValues"),
         (session.assistant_overrides or {}).get("variableValues"),
@@ -344,13 +341,31 @@ def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
     return Situation(session, number, assistant, customer, opted_out, _history(sorted(earlier, key=_turn_order)), variables)
 
 
-# The session and what it points to, in one round trip (built once: it runs on every turn).
+# The session and what it points to, and whether the customer opted out of its number: one round trip.
 _SITUATION = (
-    select(Session, PhoneNumber, Assistant, Customer)
+    select(
+        Session,
+        PhoneNumber,
+        Assistant,
+        Customer,
+        select(OptOut.customer_id)
+        .where(OptOut.customer_id == Session.customer_id, OptOut.phone_number_id == Session.phone_number_id)
+        .exists(),
+    )
     .outerjoin(PhoneNumber, PhoneNumber.id == Session.phone_number_id)
     .outerjoin(Assistant, Assistant.id == Session.assistant_id)
     .outerjoin(Customer, Customer.id == Session.customer_id)
     .where(Session.id == bindparam("session_id"))
+)
+_HISTORY = (
+    select(Message)
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.id.not_in(bindparam("ids", expanding=True)),
+        or_(Message.role != "user", Message.seq < bindparam("seq")),
+    )
+    .order_by(Message.seq.desc())
+    .limit(HISTORY_LIMIT)
 )
 
 
