@@ -184,3 +184,17 @@ class LockingSelect:
     def __init__(self, statement, *, skip_locked: bool = False):
         self.plain = statement
         self.locking = statement.with_for_update(skip_locked=skip_locked)
+
+
+def read_rows(engine, statement, parameters: dict | None = None) -> list:
+    """The rows of one SELECT, read outside any ORM session.
+
+    On PostgreSQL in autocommit mode: one statement is a consistent snapshot by itself, and it then
+    costs one round trip instead of three (BEGIN, the SELECT, COMMIT). The workers' loops run such
+    checks several times per text. SQLite reads in its usual transaction (see engine.py).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return connection.execute(statement, parameters).all()
+    with engine.begin() as connection:
+        return connection.execute(statement, parameters).all()

@@ -30,6 +30,7 @@ from adapters.base import (
     call_with_retries,
 )
 from gateway.db.models import Assistant, Chat, Customer, Message, OptOut, PhoneNumber, Session, new_id
+from gateway.db.ops import read_rows
 from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
 from gateway.domain.templates import merge_variables, render
 from gateway import metrics
@@ -49,7 +50,7 @@ HISTORY_LIMIT = 200  # most recent messages handed to an engine; adapters trim f
 class Batch:
     """The received texts one turn answers: one text, or a merged burst."""
 
-    messages: list[Message]
+    messages: list  # Message objects, or rows of _PENDING's columns
     overrides: dict | None = None  # an API chat's own assistantOverrides, over the session's
 
     @property
@@ -94,12 +95,10 @@ def _drain(runtime: "Runtime", lease: Lease) -> float | None:
 
 
 def _next_batch(runtime: "Runtime", session_id: str) -> tuple[Batch | None, float | None]:
-    with runtime.db.begin() as tx:
-        rows = tx.execute(_PENDING, {"session_id": session_id}).all()
-    if not rows:
+    pending = read_rows(runtime.engine, _PENDING, {"session_id": session_id})
+    if not pending:
         return None, None
-    pending = [message for message, _ in rows]
-    merge_seconds = rows[0][1]
+    merge_seconds = pending[0].merge_burst_seconds
     if not merge_seconds or pending[0].channel != "sms" or classify(pending[0].content):
         return Batch(pending[:1]), None
     return _burst(pending, merge_seconds, runtime.clock.now())
@@ -108,7 +107,8 @@ def _next_batch(runtime: "Runtime", session_id: str) -> tuple[Batch | None, floa
 # Built once, like every statement a turn runs: building one costs more CPU than running it.
 # The session's received texts, in order, each with its number's burst window.
 _PENDING = (
-    select(Message, PhoneNumber.merge_burst_seconds)
+    select(Message.id, Message.session_id, Message.seq, Message.content, Message.media, Message.channel,
+           Message.details, Message.created_at, PhoneNumber.merge_burst_seconds)
     .join(Session, Session.id == Message.session_id)
     .outerjoin(PhoneNumber, PhoneNumber.id == Session.phone_number_id)
     .where(Message.session_id == bindparam("session_id"), Message.role == "user", Message.status == "received")
@@ -326,7 +326,7 @@ def _read_situation(runtime: "Runtime", batch: Batch) -> Situation | None:
         # Everything said before this turn: earlier texts, and every reply so far,
         # including one stored after this text arrived (its turn was still with
         # the engine then). Texts still waiting behind this turn are not history.
-        earlier = list(tx.scalars(_HISTORY, {"session_id": session_id, "ids": batch.ids, "seq": batch.messages[0].seq}))
+        earlier = list(tx.execute(_HISTORY, {"session_id": session_id, "ids": batch.ids, "seq": batch.messages[0].seq}))
     variables = merge_variables(
         (batch.overrides or {}).get("variableValues"),
         (session.assistant_overrides or {}).get("variableValues"),
@@ -357,8 +357,9 @@ _SITUATION = (
     .outerjoin(Customer, Customer.id == Session.customer_id)
     .where(Session.id == bindparam("session_id"))
 )
+# Only what the engine's history is made of: a long conversation's 200 rows as ORM objects cost far more.
 _HISTORY = (
-    select(Message)
+    select(Message.role, Message.content, Message.media, Message.status, Message.chat_id, Message.seq, Message.details)
     .where(
         Message.session_id == bindparam("session_id"),
         Message.id.not_in(bindparam("ids", expanding=True)),
@@ -369,7 +370,7 @@ _HISTORY = (
 )
 
 
-def _turn_order(message: Message) -> tuple[float, int]:
+def _turn_order(message) -> tuple[float, int]:
     """Conversation order for the engine: each reply right after the text it answers.
 
     By ``seq`` a reply can land after a text that arrived while its turn was
@@ -400,15 +401,14 @@ def _history(messages) -> list[HistoryItem]:
 
 
 def _has_received(runtime: "Runtime", session_id: str) -> bool:
-    with runtime.db.begin() as tx:
-        return (
-            tx.scalar(
-                select(Message.id)
-                .where(Message.session_id == session_id, Message.role == "user", Message.status == "received")
-                .limit(1)
-            )
-            is not None
-        )
+    return bool(read_rows(runtime.engine, _ANY_RECEIVED, {"session_id": session_id}))
+
+
+_ANY_RECEIVED = (
+    select(Message.id)
+    .where(Message.session_id == bindparam("session_id"), Message.role == "user", Message.status == "received")
+    .limit(1)
+)
 
 
 def _ms(started: float) -> int:
