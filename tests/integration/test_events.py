@@ -422,6 +422,8 @@ def test_message_status_for_a_twilio_status_callback(live_gateway, fake_twilio, 
     settle(gw.runtime)
     statuses = [d.subject["status"] for d in receiver.of_type("message.status")]
     assert statuses.count("delivered") == 1 and statuses.count("sent") == 1
+    # The send path's own change, reported with the subscriptions read at the hand-over.
+    assert statuses.count("sending") == 1
     assert set(receiver.of_type("message.status")[-1].subject) == set(subject)
 
 
