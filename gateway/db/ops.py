@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, Integer, bindparam, literal, literal_column, select, text, union_all
+from sqlalchemy import Column, Connection, Integer, bindparam, literal, literal_column, select, text, union_all
 from sqlalchemy.orm import Session as DbSession, make_transient_to_detached
 
 
@@ -93,13 +93,19 @@ def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], confl
     names = [_column(model, name).name for name in columns]
     rows = text(f"json_populate_recordset(NULL::{table.name}, CAST(:{parameter} AS json)) AS rows")
     source = select(*(literal_column(f'rows."{name}"') for name in names)).select_from(rows)
-    return (insert(table).from_select(names, source).on_conflict_do_nothing(index_elements=list(conflict))
-            .returning(returning))
+    statement = insert(table).from_select(names, source)
+    if conflict:
+        statement = statement.on_conflict_do_nothing(index_elements=list(conflict))
+    return statement.returning(returning)
 
 
-def insert_together(tx: DbSession, parts: list[tuple[type, list[dict[str, Any]], str, Column]]) -> list[list[Any]]:
+def insert_together(
+    tx: DbSession | Connection, parts: list[tuple[type, list[dict[str, Any]], str | None, Column]]
+) -> list[list[Any]]:
     """``insert_many_or_ignore`` for several tables in one statement (PostgreSQL only): for each part
     (model, rows, conflict column, returning column), the returned values of its rows inserted.
+    A part without a conflict column is a plain INSERT: a row whose key exists fails the statement.
+    ``tx`` is an ORM transaction or a connection (in autocommit, the statement is atomic by itself).
 
     Each part is a data-modifying CTE over its JSON rows; the statement reads
     them in the order given, so rows lock their keys table by table, in the
@@ -118,9 +124,11 @@ def insert_together(tx: DbSession, parts: list[tuple[type, list[dict[str, Any]],
     statement = _STATEMENTS.get(shape)
     if statement is None:
         statement = _STATEMENTS[shape] = _together_statement([part for _, part in present])
-    tx.flush()  # as in insert_many_or_ignore: rows added earlier in this transaction go first
+    if isinstance(tx, DbSession):
+        tx.flush()  # as in insert_many_or_ignore: rows added earlier in this transaction go first
+        tx = tx.connection()
     parameters = {f"rows{position}": _json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)}
-    for position, value in tx.connection().execute(statement, parameters):
+    for position, value in tx.execute(statement, parameters):
         inserted[present[position][0]].append(value)
     return inserted
 
@@ -128,7 +136,8 @@ def insert_together(tx: DbSession, parts: list[tuple[type, list[dict[str, Any]],
 def _together_statement(parts):
     selects = []
     for index, (model, rows, conflict, returning) in enumerate(parts):
-        insert = _json_rows_insert("postgresql", model, tuple(rows[0]), (conflict,), returning, f"rows{index}")
+        insert = _json_rows_insert("postgresql", model, tuple(rows[0]), (conflict,) if conflict else (), returning,
+                                   f"rows{index}")
         inserted = insert.cte(f"inserted{index}")
         selects.append(select(literal(index, Integer).label("part"), inserted.c[returning.key].label("value")))
     return union_all(*selects)

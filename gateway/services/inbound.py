@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from sqlalchemy import Integer, Select, String, bindparam, select, union_all
+from sqlalchemy import Engine, Integer, Select, String, bindparam, select, union_all
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import Session as DbSession, load_only
 
 from gateway import metrics
+from gateway.services import events
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
-from gateway.db.ops import insert_many_or_ignore, insert_together
+from gateway.db.ops import insert_many_or_ignore, insert_together, read_rows
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
 from gateway.services.sessions import (
@@ -110,6 +112,7 @@ class _LostRace(Exception):
 
 DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a transaction it aborted to break a deadlock
 FOREIGN_KEY_VIOLATION = "23503"
+UNIQUE_VIOLATION = "23505"
 
 
 def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
@@ -146,8 +149,10 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
 
 def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) -> list[Accepted]:
     try:
+        if together:
+            return _store_together(runtime, batch)
         with runtime.db.begin() as tx:
-            return _store(tx, batch, runtime.clock.now(), together)
+            return _store(tx, batch, _look_up(tx, batch), runtime.clock.now(), together)
     except _LostRace:
         # Another transaction took one of the batch's keys first. Stored together, that could be a
         # customer or a session as well: the careful way, one statement per table, sorts those out.
@@ -162,8 +167,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
     except DBAPIError as error:
         sqlstate = getattr(error.orig, "sqlstate", None)
         # Stored together, a session or text refers to a customer or session that the same
-        # statement skipped, its key taken by another transaction: the careful way again.
-        if together and sqlstate == FOREIGN_KEY_VIOLATION:
+        # statement skipped, its key taken by another transaction, or (new conversations only)
+        # a text's MessageSid was committed elsewhere after the lookup: the careful way again.
+        if together and sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION):
             return _store_batch(runtime, batch, together=False)
         # Batches take their row locks in one fixed order (keys, session ids) so as not to deadlock
         # with each other, but other work locks sessions too; PostgreSQL then aborts one side.
@@ -173,6 +179,25 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
         return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
 
 
+def _store_together(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
+    """PostgreSQL: the lookup as one autocommit read, then the batch's writes.
+
+    When every text opens a new conversation and no event is due (the common first text), the
+    writes are one INSERT of customers, sessions and texts, atomic by itself: it runs in autocommit
+    too, and the webhook costs two round trips instead of four (no BEGIN, no COMMIT). Otherwise
+    (live or expired sessions, a session.created subscriber) they run in one transaction.
+    Under READ COMMITTED the lookup saw no more inside the transaction than it does outside.
+    """
+    found = _look_up(runtime.engine, batch)
+    now = runtime.clock.now()
+    if any(f is not None and f.duplicate_id is None and (f.session is not None or "session.created" in f.subscriber.event_types)
+           for f in found):
+        with runtime.db.begin() as tx:
+            return _store(tx, batch, found, now, together=True)
+    with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return _store(connection, batch, found, now, together=True)
+
+
 @dataclass
 class _Conversation:
     found: "_Found"
@@ -180,21 +205,26 @@ class _Conversation:
     texts: list[int] = field(default_factory=list)  # indexes into the batch, in arrival order
 
 
-def _store(tx, batch: list[InboundSms], now, together: bool) -> list[Accepted]:
+def _store(tx, batch: list[InboundSms], found: list["_Found | None"], now, together: bool) -> list[Accepted]:
+    """Store what the lookup ``found`` for the batch. ``tx`` is the batch's ORM transaction, or, stored
+    together with nothing but new conversations to insert (see _store_together), an autocommit connection."""
+    in_transaction = isinstance(tx, DbSession)
     accepted: list[Accepted | None] = [None] * len(batch)
     conversations: dict[str, _Conversation] = {}
     seen: set[str] = set()
-    for index, (sms, found) in enumerate(zip(batch, _look_up(tx, batch))):
-        if found is None:
+    for index, (sms, found_one) in enumerate(zip(batch, found)):
+        if found_one is None:
             accepted[index] = Accepted("unknown_number")
         # A cheap read first so that a redelivered text never touches its session (it could
         # otherwise complete an expired one); the atomic check is the ON CONFLICT insert below.
-        elif found.duplicate_id is not None or sms.sid in seen:
+        elif found_one.duplicate_id is not None or sms.sid in seen:
             accepted[index] = Accepted("duplicate")
         else:
             seen.add(sms.sid)
-            key = conversation_key(found.number.id, sms.from_)
-            conversations.setdefault(key, _Conversation(found, sms.from_)).texts.append(index)
+            if in_transaction:  # read with the number: event checks need not read it again
+                events.known_subscriber(tx, found_one.subscriber)
+            key = conversation_key(found_one.number.id, sms.from_)
+            conversations.setdefault(key, _Conversation(found_one, sms.from_)).texts.append(index)
     if not conversations:
         return accepted  # type: ignore[return-value]  # all filled
 
@@ -210,36 +240,41 @@ def _store(tx, batch: list[InboundSms], now, together: bool) -> list[Accepted]:
                      g.found.session, len(g.texts))
         for g in groups
     ]
+    # Per conversation: (session id, positions reserved, whether the session is new, the expired one it replaced)
     if together:
+        # Outside a transaction every session is new: nothing to lock or complete, no statement here.
         opened, to_create = reserve_sessions(tx, wanted, now)
-        places = [(o.session.id, o.seqs) if o is not None else None for o in opened]
+        places = [(o.session.id, o.seqs, False, None) if o is not None else None for o in opened]
         for new in to_create:
-            places[new.index] = (new.values["id"], tuple(range(1, new.texts + 1)))
+            places[new.index] = (new.values["id"], tuple(range(1, new.texts + 1)), True, new.completed_id)
     else:
-        opened, to_create = open_sms_sessions(tx, wanted, now), []
-        places = [(o.session.id, o.seqs) for o in opened]
+        places = [(o.session.id, o.seqs, o.created, o.completed_id) for o in open_sms_sessions(tx, wanted, now)]
     rows = []
-    for group, (session_id, seqs) in zip(groups, places):
+    for group, (session_id, seqs, _, _) in zip(groups, places):
         rows.extend(_message_row(batch[index], session_id, seq, now) for index, seq in zip(group.texts, seqs))
     rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
     if together:
         sessions = [new.values for new in to_create]  # in key order already
+        # In autocommit a text whose MessageSid is taken must fail the statement (a unique violation,
+        # see _store_batch), not be skipped: nothing could roll back the rest.
+        text_conflict = "twilio_sid" if in_transaction else None
         inserted = insert_together(tx, [(Customer, new_customers, "number", Customer.number),
                                         (Session, sessions, "active_key", Session.active_key),
-                                        (Message, rows, "twilio_sid", Message.twilio_sid)])
+                                        (Message, rows, text_conflict, Message.twilio_sid)])
         if [len(values) for values in inserted] != [len(new_customers), len(sessions), len(rows)]:
             raise _LostRace  # rolls back the whole batch, session work included
-        for new in to_create:
-            opened[new.index] = created_session(tx, new, now)
+        if in_transaction:
+            for new in to_create:
+                created_session(tx, new, now)  # its session.created event, in this transaction
     elif len(insert_many_or_ignore(tx, Message, rows, "twilio_sid", Message.twilio_sid)) != len(rows):
         raise _LostRace  # rolls back the whole batch, session work included
     ids = {row["twilio_sid"]: row["id"] for row in rows}
-    for group, session in zip(groups, opened):
+    for group, (session_id, _, created, completed_id) in zip(groups, places):
         for position, index in enumerate(group.texts):
             # As if the texts had come one by one: the first of them opened the session.
             first = position == 0
-            accepted[index] = Accepted("stored", ids[batch[index].sid], session.session.id,
-                                       session.created and first, session.completed_id if first else None)
+            accepted[index] = Accepted("stored", ids[batch[index].sid], session_id, created and first,
+                                       completed_id if first else None)
     return accepted  # type: ignore[return-value]  # all filled
 
 
@@ -265,42 +300,79 @@ def _message_row(sms: InboundSms, session_id: str, seq: int, now) -> dict:
 
 @dataclass(frozen=True)
 class _Found:
-    number: PhoneNumber
-    # Held so that it stays in the transaction's identity map (a weak one),
-    # where event checks find it without a query of their own.
-    assistant: Assistant | None
-    session: Session | None  # the conversation's active session, expired or not
+    number: "PhoneNumber | _Number"
+    # Its assistant's serverUrl and serverEvents, read with the number: _store hands them to the
+    # event checks, which then read no subscription of their own (see events.known_subscriber).
+    subscriber: events.Subscriber
+    session: "Session | _ActiveSession | None"  # the conversation's active session, expired or not
     customer_id: str | None
     duplicate_id: str | None  # an earlier message with this MessageSid
 
 
-def _look_up(tx, batch: list[InboundSms]) -> list[_Found | None]:
+@dataclass(frozen=True, slots=True)
+class _Number:
+    """What storing a text needs of its number, read as plain columns (see _look_up)."""
+
+    id: str
+    assistant_id: str | None
+    session_expiration_seconds: int
+    session_inactivity_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ActiveSession:
+    """What storing a text needs of the conversation's active session, read as plain columns."""
+
+    id: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    expiration_seconds: int
+    inactivity_seconds: int | None
+
+
+def _look_up(source, batch: list[InboundSms]) -> list[_Found | None]:
     """Everything the webhook reads for a batch of texts, in one query: each text's number (by To,
     else, in a second query, by MessagingServiceSid) with its assistant, the conversation's
-    active session, the customer and whether the MessageSid was seen before."""
+    active session, the customer and whether the MessageSid was seen before.
+
+    ``source`` is the batch's ORM transaction (the number and session come as ORM objects), or
+    the engine: then plain columns, read in autocommit on PostgreSQL (see _store_together)."""
     found: list[_Found | None] = [None] * len(batch)
-    for index, *row in _run_lookup(tx, list(enumerate(batch)), by_service=False):
-        found[index] = _Found(*row)
+    plain = isinstance(source, Engine)
+    for index, row in _run_lookup(source, list(enumerate(batch)), False, plain):
+        found[index] = row
     by_service = [(index, sms) for index, sms in enumerate(batch) if found[index] is None and sms.messaging_service_sid]
     if by_service:
-        for index, *row in _run_lookup(tx, by_service, by_service=True):
-            found[index] = _Found(*row)
+        for index, row in _run_lookup(source, by_service, True, plain):
+            found[index] = row
     return found
 
 
+NO_SUBSCRIBER = events.Subscriber(None, frozenset())
 TEXT_COLUMNS = {"i": Integer, "to": String, "customer": String, "sid": String, "service": String}
 
 
-def _run_lookup(tx, indexed: list[tuple[int, InboundSms]], by_service: bool):
+def _run_lookup(source, indexed: list[tuple[int, InboundSms]], by_service: bool, plain: bool):
     params = {}
     for row, (index, sms) in enumerate(indexed):
         params.update({f"i{row}": index, f"to{row}": sms.to, f"customer{row}": sms.from_, f"sid{row}": sms.sid,
                        f"service{row}": sms.messaging_service_sid})
-    return tx.execute(_lookup(len(indexed), by_service), params)
+    statement = _lookup(len(indexed), by_service, plain)
+    if not plain:
+        for index, number, assistant, session, customer_id, duplicate_id in source.execute(statement, params):
+            subscriber = events.Subscriber.of_assistant(assistant) if assistant is not None else NO_SUBSCRIBER
+            yield index, _Found(number, subscriber, session, customer_id, duplicate_id)
+        return
+    for row in read_rows(source, statement, params):
+        number = _Number(row.number_id, row.assistant_id, row.session_expiration_seconds, row.session_inactivity_seconds)
+        session = (_ActiveSession(row.session_id, row.status, row.expires_at, row.created_at, row.expiration_seconds,
+                                  row.inactivity_seconds) if row.session_id is not None else None)
+        yield row.i, _Found(number, events.Subscriber.of(row), session, row.customer_id, row.duplicate_id)
 
 
-@functools.lru_cache(maxsize=256)
-def _lookup(size: int, by_service: bool) -> Select:
+@functools.lru_cache(maxsize=512)
+def _lookup(size: int, by_service: bool, plain: bool) -> Select:
     """The lookup of ``size`` texts, built once per size: a reused statement keeps its compiled form.
 
     The texts come in as a table of bound parameters (one SELECT per text, joined
@@ -311,25 +383,33 @@ def _lookup(size: int, by_service: bool) -> Select:
         for row in range(size)
     )).cte("texts")
     matches = PhoneNumber.messaging_service_sid == texts.c.service if by_service else PhoneNumber.number == texts.c.to
-    return (
-        select(
-            texts.c.i,
-            PhoneNumber,
-            Assistant,
-            Session,
-            select(Customer.id).where(Customer.number == texts.c.customer).scalar_subquery(),
-            select(Message.id).where(Message.twilio_sid == texts.c.sid).scalar_subquery(),
+    customer_id = select(Customer.id).where(Customer.number == texts.c.customer).scalar_subquery()
+    duplicate_id = select(Message.id).where(Message.twilio_sid == texts.c.sid).scalar_subquery()
+    if plain:
+        # Only the columns storing a text reads, as plain values: no ORM objects to build.
+        columns = (
+            texts.c.i, PhoneNumber.id.label("number_id"), PhoneNumber.assistant_id, PhoneNumber.session_expiration_seconds,
+            PhoneNumber.session_inactivity_seconds, Assistant.server_url, Assistant.server_events,
+            Session.id.label("session_id"), Session.status, Session.expires_at, Session.created_at,
+            Session.expiration_seconds, Session.inactivity_seconds,
+            customer_id.label("customer_id"), duplicate_id.label("duplicate_id"),
         )
+    else:
+        columns = (texts.c.i, PhoneNumber, Assistant, Session, customer_id, duplicate_id)
+    statement = (
+        select(*columns)
         .select_from(texts)
         .join(PhoneNumber, matches)
         .outerjoin(Assistant, Assistant.id == PhoneNumber.assistant_id)
         .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + texts.c.customer)
-        # Only the columns storing a text reads; anything else is loaded if ever touched.
-        .options(
-            load_only(PhoneNumber.assistant_id, PhoneNumber.session_expiration_seconds,
-                      PhoneNumber.session_inactivity_seconds),
-            load_only(Assistant.server_url, Assistant.server_events),
-            load_only(Session.status, Session.expires_at, Session.created_at, Session.expiration_seconds,
-                      Session.inactivity_seconds),
-        )
+    )
+    if plain:
+        return statement
+    # Only the columns storing a text reads; anything else is loaded if ever touched.
+    return statement.options(
+        load_only(PhoneNumber.assistant_id, PhoneNumber.session_expiration_seconds,
+                  PhoneNumber.session_inactivity_seconds),
+        load_only(Assistant.server_url, Assistant.server_events),
+        load_only(Session.status, Session.expires_at, Session.created_at, Session.expiration_seconds,
+                  Session.inactivity_seconds),
     )

@@ -150,6 +150,8 @@ def reserve_sessions(
 
 def reserve_positions(tx: DbSession, wanted: list[tuple[Session, int]], now: datetime) -> list[tuple[int, ...]]:
     """``next_seqs`` for several live sessions, in the order given: on PostgreSQL in one UPDATE.
+    On PostgreSQL a session may also be any object with the same columns as attributes (the webhook
+    reads them as plain values).
 
     The sessions' rows are locked until commit, as by ``next_seqs``. The
     statement's text never changes: the ids come as one array, matched
@@ -169,10 +171,10 @@ def reserve_positions(tx: DbSession, wanted: list[tuple[Session, int]], now: dat
     last = dict(tx.connection().execute(_RESERVE_POSITIONS, parameters).all())
     reserved = []
     for session, count in wanted:
-        # The loaded objects see the new values, as after the ORM's UPDATE.
-        for name, value in (("last_seq", last[session.id]), ("last_activity_at", now),
-                            ("expires_at", new_expiry[session.id]), ("updated_at", now)):
-            set_committed_value(session, name, value)
+        if isinstance(session, Session):  # loaded objects see the new values, as after the ORM's UPDATE
+            for name, value in (("last_seq", last[session.id]), ("last_activity_at", now),
+                                ("expires_at", new_expiry[session.id]), ("updated_at", now)):
+                set_committed_value(session, name, value)
         reserved.append(tuple(range(last[session.id] - count + 1, last[session.id] + 1)))
     return reserved
 

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from gateway.config import Settings
@@ -351,6 +351,28 @@ def test_next_text_after_expiry_reports_the_old_session_updated_and_a_new_one_cr
     assert new["customer"]["number"] == CUSTOMER
     chat = check_envelope(wait_event(receiver, "chat.created", sessionId=new["id"]))
     assert chat["input"] == "second"
+
+
+def test_a_first_text_reports_session_created_with_the_subscriptions_read_along_with_its_number(
+    runtime, receiver, assistant, number
+):
+    """The webhook's lookup reads the number's assistant with serverUrl and serverEvents: the event check
+    reuses them instead of reading the subscription again (one statement less per stored batch)."""
+    subscription_sql = str(events_service._SUBSCRIPTION.compile(dialect=runtime.engine.dialect))
+    statements = []
+
+    def record(_conn, _cursor, statement, *_):
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    try:
+        accept_inbound(runtime, parse_inbound(inbound_params("first")))
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", record)
+
+    created = check_envelope(wait_event(receiver, "session.created", phoneNumberId=number.id))
+    assert created["customer"]["number"] == CUSTOMER
+    assert statements and subscription_sql not in statements
 
 
 def test_session_deleted_for_delete_and_delete_many(runtime, receiver, assistant, client, auth):

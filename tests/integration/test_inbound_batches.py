@@ -175,10 +175,10 @@ def test_a_duplicate_stored_elsewhere_after_the_lookup_sends_the_batch_through_o
     real_look_up = inbound._look_up
     hidden = {"SMg1"}
 
-    def look_up_missing_the_race(tx, batch):
+    def look_up_missing_the_race(source, batch):
         # What a lookup sees when the other process commits just after it: no duplicate yet.
-        found = real_look_up(tx, batch)
-        return [f if f is None or sms.sid not in hidden else type(f)(f.number, f.assistant, None, f.customer_id, None)
+        found = real_look_up(source, batch)
+        return [f if f is None or sms.sid not in hidden else type(f)(f.number, f.subscriber, None, f.customer_id, None)
                 for f, sms in zip(found, batch)]
 
     monkeypatch.setattr(inbound, "_look_up", look_up_missing_the_race)
@@ -252,11 +252,11 @@ def hide_from_lookup(monkeypatch, hidden_customers=(), hidden_sessions=()):
     their conversations' sessions do not exist yet."""
     real_look_up = inbound._look_up
 
-    def look_up(tx, batch):
-        found = real_look_up(tx, batch)
+    def look_up(source, batch):
+        found = real_look_up(source, batch)
         return [
             f if f is None else type(f)(
-                f.number, f.assistant, None if sms.from_ in hidden_sessions else f.session,
+                f.number, f.subscriber, None if sms.from_ in hidden_sessions else f.session,
                 None if sms.from_ in hidden_customers else f.customer_id, f.duplicate_id)
             for f, sms in zip(found, batch)
         ]

@@ -1,0 +1,261 @@
+"""bench/webhook_path: the CPU one inbound webhook costs the web process, in process, beside bare Flask.
+
+bench/ingest measures the web tier under gunicorn, where the machine's noise
+(other tenants, stolen CPU, thread switches) moves every figure. This one
+calls the WSGI apps directly, one request after another on one thread, so the
+gateway's own work per webhook can be compared run to run and with a git ref:
+the bare Flask app, the signature app (form + RequestValidator), and the
+gateway with PostgreSQL and RQ on a redis-server of its own. Each round runs in
+a fresh process on a fresh database: first texts of new customers (a session
+opened per text), then a second text of each (to a live session). Webhooks go
+one at a time (batches of one, as at half the peak) and then four at a time
+from four threads, which group commit stores together as under load. Logs go
+to a file at INFO, as in production.
+
+    .venv/bin/python bench/webhook_path.py [--texts 400] [--rounds 3] [--baseline HEAD] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("bare", "signature", "new, alone", "returning, alone", "new, 4 at once", "returning, 4 at once")
+PUBLIC_URL = "https://gateway.bench.example"
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _environ(params: dict[str, str], signature: str) -> dict:
+    from urllib.parse import urlencode
+
+    body = urlencode(params).encode()
+    return {
+        "REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/twilio/sms", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "5000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:5000", "HTTP_USER_AGENT": "TwilioProxy/1.1", "HTTP_ACCEPT": "*/*",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+        "HTTP_X_TWILIO_SIGNATURE": signature, "HTTP_CONNECTION": "keep-alive",
+        "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": True,
+        "wsgi.run_once": False, "wsgi.errors": sys.stderr, "_body": body,
+    }
+
+
+def _call(app, environ: dict) -> None:
+    environ = dict(environ)
+    environ["wsgi.input"] = io.BytesIO(environ.pop("_body"))
+    status = []
+    body = b"".join(app(environ, lambda s, h, exc=None: status.append(s)))
+    if not status[0].startswith("200") or b"<Response/>" not in body:
+        raise SystemExit(f"webhook answered {status[0]}: {body[:200]!r}")
+
+
+def child(texts: int, profile: Path | None) -> dict:
+    """Runs in a process whose sys.path starts with the tree being measured."""
+    from twilio.request_validator import RequestValidator
+
+    from bench.bare_app import create_app as bare_app
+    from bench.common import BUSINESS, customer_number, webhook_params
+    from gateway import create_app
+    from gateway.config import Settings
+    from gateway.schemas import AssistantCreate, PhoneNumberCreate
+    from gateway.services.assistants import create_assistant
+    from gateway.services.phone_numbers import create_phone_number
+    from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
+    from tests.support.postgres import ScratchDatabase, engine_url
+    from tests.support.redis_server import RedisServer
+
+    os.environ.update(TWILIO_AUTH_TOKEN=AUTH_TOKEN, GATEWAY_PUBLIC_URL=PUBLIC_URL)
+    from bench.signature_app import create_app as signature_app
+
+    database = ScratchDatabase().create()
+    redis_server = RedisServer().start()
+    runtime = None
+    try:
+        settings = Settings.from_env({
+            "GATEWAY_DATABASE_URL": engine_url(database.url), "GATEWAY_REDIS_URL": redis_server.url,
+            "GATEWAY_PUBLIC_URL": PUBLIC_URL, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_API_BASE_URL": "http://127.0.0.1:9", "GATEWAY_LOG_LEVEL": "INFO",
+        })
+        from gateway.bootstrap import build_runtime
+
+        runtime = build_runtime(settings, migrate=True)
+        gateway = create_app(runtime=runtime)
+        assistant = create_assistant(runtime, AssistantCreate(name="Echo", engine={"provider": "echo"}))
+        create_phone_number(runtime, PhoneNumberCreate(number=BUSINESS, assistantId=assistant.id))
+        validator = RequestValidator(AUTH_TOKEN)
+
+        def requests(round_: int, start: int, count: int) -> list[dict]:
+            out = []
+            for n in range(start, start + count):
+                params = webhook_params(customer_number(n), n + round_)
+                out.append(_environ(params, validator.compute_signature(PUBLIC_URL + "/twilio/sms", params)))
+            return out
+
+        plan = {
+            "bare": (bare_app(), requests(0, 500_000, texts)),
+            "signature": (signature_app(), requests(0, 500_000, texts)),
+            "new, alone": (gateway, requests(0, 0, texts)),
+            "returning, alone": (gateway, requests(1, 0, texts)),
+            "new, 4 at once": (gateway, requests(0, texts, texts)),
+            "returning, 4 at once": (gateway, requests(1, texts, texts)),
+        }
+        # Warm up: imports, compiled statements, pools. The gateway's warm-up texts are extra customers.
+        for app in (plan["bare"][0], plan["signature"][0]):
+            for environ in requests(0, 900_000, 8):
+                _call(app, environ)
+        for environ in requests(0, 900_000, 8):
+            _call(gateway, environ)
+
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        from sqlalchemy import event
+
+        statements = [0]
+        event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
+        cpu, wall, trips = {}, {}, {}
+        for case, (app, batch) in plan.items():
+            together = case.endswith("at once")
+            if profiler and app is gateway:
+                profiler.enable()
+            before, started, count = time.process_time(), time.perf_counter(), statements[0]
+            if together:
+                _in_fours(app, batch)
+            else:
+                for environ in batch:
+                    _call(app, environ)
+            cpu[case] = (time.process_time() - before) / len(batch) * 1e6
+            wall[case] = (time.perf_counter() - started) / len(batch) * 1e6
+            trips[case] = (statements[0] - count) / len(batch)
+            if profiler and app is gateway:
+                profiler.disable()
+        if profiler:
+            profiler.dump_stats(str(profile))
+        _check_stored(runtime, 4 * texts + 8)
+        return {"cpu_us": cpu, "wall_us": wall, "statements": trips}
+    finally:
+        if runtime is not None:
+            runtime.close()
+        redis_server.stop()
+        database.drop()
+
+
+def _check_stored(runtime, expected: int) -> None:
+    """Every gateway webhook answered 200 above; its text must be in the database too."""
+    from sqlalchemy import func, select
+
+    from gateway.db.models import Message
+
+    with runtime.db.begin() as tx:
+        stored = tx.scalar(select(func.count()).select_from(Message).where(Message.role == "user"))
+    if stored != expected:
+        raise SystemExit(f"{stored} texts stored for {expected} webhooks")
+
+
+def _in_fours(app, batch: list[dict]) -> None:
+    """Four threads post together, four at a time, so group commit stores batches of about four."""
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def post(mine: list[dict]) -> None:
+        try:
+            for environ in mine:
+                barrier.wait()
+                _call(app, environ)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=post, args=(batch[i::4][: len(batch) // 4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def run_round(tree: Path, texts: int, profile: Path | None) -> dict:
+    """One measurement in a fresh process that imports the gateway from ``tree``."""
+    command = [sys.executable, __file__, "--texts", str(texts), "--child-of", str(tree)]
+    if profile:
+        command += ["--profile-to", str(profile)]
+    # The gateway's log lines go to a file, written as in production.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree, stdout=subprocess.PIPE,
+                              stderr=log, text=True)
+        if done.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"the round in {tree} failed:\n{log.read()[-3000:]}{done.stdout[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    import pstats
+
+    stats = pstats.Stats(str(path), stream=sys.stdout)
+    print(f"  cProfile of the gateway's cases (this tree), by own time; raw: {path}")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=400, help="webhooks per case (a multiple of 4)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", metavar="GIT_REF", help="also measure the code at this ref, alternating")
+    parser.add_argument("--profile", action="store_true", help="cProfile one extra round of this tree")
+    parser.add_argument("--child-of", type=Path, help=argparse.SUPPRESS)  # a round, in the tree given
+    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.texts -= args.texts % 4
+    if args.child_of:
+        sys.path.insert(0, str(args.child_of))
+        print(json.dumps(child(args.texts, args.profile_to)))
+        return
+    sys.path.insert(0, str(ROOT))
+    from bench.common import export_tree, print_machine
+
+    trees = {"this tree": ROOT}
+    with tempfile.TemporaryDirectory(prefix="gw-bench-base-") as scratch:
+        if args.baseline:
+            trees[args.baseline] = export_tree(args.baseline, Path(scratch))
+        print(f"bench/webhook_path: {args.texts} webhooks per case, {args.rounds} rounds, in process, "
+              "PostgreSQL and RQ on its own redis-server")
+        print_machine()
+        results: dict[str, list[dict]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                results[name].append(run_round(tree, args.texts, None))
+        for name, rounds in results.items():
+            print(f"  {name}: CPU us per webhook (median of rounds; the rounds), wall us")
+            for case in CASES:
+                cpu = [r["cpu_us"][case] for r in rounds]
+                wall = statistics.median(r["wall_us"][case] for r in rounds)
+                trips = rounds[-1]["statements"][case]
+                print(f"    {case:21s} {statistics.median(cpu):6.0f}  ({', '.join(f'{c:.0f}' for c in cpu)})"
+                      f"  wall {wall:6.0f}  {trips:4.2f} statements/webhook")
+        if args.baseline:
+            for case in CASES[2:]:
+                now, then = (statistics.median(r["cpu_us"][case] for r in results[n]) for n in trees)
+                print(f"  this tree / {args.baseline}, {case}: {now / then:.2f} of the CPU")
+        if args.profile:
+            OUT.mkdir(parents=True, exist_ok=True)
+            path = OUT / "webhook_path.prof"
+            run_round(ROOT, args.texts, path)
+            print_profile(path)
+
+
+if __name__ == "__main__":
+    main()
