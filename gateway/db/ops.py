@@ -37,19 +37,19 @@ def insert_many_or_ignore(
         return []
     conflict = (conflict_on,) if isinstance(conflict_on, str) else tuple(conflict_on)
     dialect = tx.get_bind().dialect.name
-    # Several rows on PostgreSQL travel as one JSON parameter (see _json_rows_insert).
+    # Several rows on PostgreSQL travel as one JSON parameter (see json_rows_insert).
     as_json = dialect == "postgresql" and len(rows) > 1
     # Keyed by names only: SQLAlchemy columns overload ==, so they make poor dict keys.
     shape = (dialect, model, tuple(rows[0]), conflict, returning.key, as_json)
     statement = _STATEMENTS.get(shape)
     if statement is None:
-        build = _json_rows_insert if as_json else _insert_statement
+        build = json_rows_insert if as_json else _insert_statement
         statement = _STATEMENTS[shape] = build(dialect, model, tuple(rows[0]), conflict, returning)
     # A Core statement does not autoflush; rows added earlier in this transaction
     # (that this one may reference) must reach the database first, as with the ORM.
     tx.flush()
     if as_json:
-        parameters: Any = {"rows": _json_rows(model, rows)}
+        parameters: Any = {"rows": json_rows(model, rows)}
     else:
         # Several rows (on SQLite) go out as one multi-row INSERT: SQLAlchemy's "insertmanyvalues".
         parameters = rows if len(rows) > 1 else rows[0]
@@ -73,11 +73,11 @@ def _insert_statement(dialect: str, model: type, columns: tuple[str, ...], confl
     # which costs more than the statement itself.
     target = model.__table__
     # Unnamed-typed parameters take each column's type (JSON, UTC datetimes) from the VALUES clause.
-    keys = {_column(model, name): bindparam(name) for name in columns}
+    keys = {column_of(model, name): bindparam(name) for name in columns}
     return insert(target).values(keys).on_conflict_do_nothing(index_elements=list(conflict)).returning(returning)
 
 
-def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], conflict: tuple[str, ...], returning: Any,
+def json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], conflict: tuple[str, ...], returning: Any,
                       parameter: str = "rows"):
     """INSERT ... SELECT FROM json_populate_recordset(NULL::table, :rows) ON CONFLICT DO NOTHING RETURNING.
 
@@ -90,7 +90,7 @@ def _json_rows_insert(dialect: str, model: type, columns: tuple[str, ...], confl
     from sqlalchemy.dialects.postgresql import insert
 
     table = model.__table__
-    names = [_column(model, name).name for name in columns]
+    names = [column_of(model, name).name for name in columns]
     rows = text(f"json_populate_recordset(NULL::{table.name}, CAST(:{parameter} AS json)) AS rows")
     source = select(*(literal_column(f'rows."{name}"') for name in names)).select_from(rows)
     statement = insert(table).from_select(names, source)
@@ -127,7 +127,7 @@ def insert_together(
     if isinstance(tx, DbSession):
         tx.flush()  # as in insert_many_or_ignore: rows added earlier in this transaction go first
         tx = tx.connection()
-    parameters = {f"rows{position}": _json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)}
+    parameters = {f"rows{position}": json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)}
     for position, value in tx.execute(statement, parameters):
         inserted[present[position][0]].append(value)
     return inserted
@@ -136,16 +136,16 @@ def insert_together(
 def _together_statement(parts):
     selects = []
     for index, (model, rows, conflict, returning) in enumerate(parts):
-        insert = _json_rows_insert("postgresql", model, tuple(rows[0]), (conflict,) if conflict else (), returning,
+        insert = json_rows_insert("postgresql", model, tuple(rows[0]), (conflict,) if conflict else (), returning,
                                    f"rows{index}")
         inserted = insert.cte(f"inserted{index}")
         selects.append(select(literal(index, Integer).label("part"), inserted.c[returning.key].label("value")))
     return union_all(*selects)
 
 
-def _json_rows(model: type, rows: list[dict[str, Any]]) -> str:
+def json_rows(model: type, rows: list[dict[str, Any]]) -> str:
     """The rows as one JSON array, keyed by column name (rows may use attribute names such as ``metadata_``)."""
-    names = [(_column(model, key).name, key) for key in rows[0]]
+    names = [(column_of(model, key).name, key) for key in rows[0]]
     return json.dumps([{name: row[key] for name, key in names} for row in rows], default=json_value,
                       ensure_ascii=False)
 
@@ -168,7 +168,7 @@ def as_persistent(tx: DbSession, model: type, values: dict[str, Any]):
     return row
 
 
-def _column(model: type, name: str):
+def column_of(model: type, name: str):
     """The column behind an attribute name (``metadata_``) or a column name (``metadata``)."""
     attribute = model.__mapper__.attrs.get(name)
     return attribute.columns[0] if attribute is not None else model.__table__.c[name]

@@ -28,7 +28,8 @@ from gateway.db.ops import insert_many_or_ignore, insert_together, read_rows
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
 from gateway.services.sessions import (
-    Conversation, conversation_key, created_session, customer_rows, ensure_customers, open_sms_sessions, reserve_sessions,
+    Conversation, NewSession, conversation_key, created_session, customer_rows, ensure_customers, insert_reserving_positions,
+    new_session_values, open_sms_sessions, reserve_sessions,
 )
 
 if TYPE_CHECKING:
@@ -167,8 +168,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
     except DBAPIError as error:
         sqlstate = getattr(error.orig, "sqlstate", None)
         # Stored together, a session or text refers to a customer or session that the same
-        # statement skipped, its key taken by another transaction, or (new conversations only)
-        # a text's MessageSid was committed elsewhere after the lookup: the careful way again.
+        # statement skipped, its key taken by another transaction (or the session was deleted),
+        # or, in autocommit, a text's MessageSid was committed elsewhere after the lookup: the
+        # careful way again.
         if together and sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION):
             return _store_batch(runtime, batch, together=False)
         # Batches take their row locks in one fixed order (keys, session ids) so as not to deadlock
@@ -179,19 +181,27 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
         return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
 
 
+def _needs_transaction(found: "_Found", now) -> bool:
+    """Whether storing a text takes more than inserting rows and reserving positions: completing an
+    expired session, or writing the session.created event of the session it opens."""
+    opens_session = found.session is None or found.session.expires_at <= now
+    return (found.session is not None and opens_session) or (
+        opens_session and "session.created" in found.subscriber.event_types)
+
+
 def _store_together(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     """PostgreSQL: the lookup as one autocommit read, then the batch's writes.
 
-    When every text opens a new conversation and no event is due (the common first text), the
-    writes are one INSERT of customers, sessions and texts, atomic by itself: it runs in autocommit
-    too, and the webhook costs two round trips instead of four (no BEGIN, no COMMIT). Otherwise
-    (live or expired sessions, a session.created subscriber) they run in one transaction.
-    Under READ COMMITTED the lookup saw no more inside the transaction than it does outside.
+    When no text finds an expired session and no session.created event is due (nearly always),
+    the writes are one statement, atomic by itself: it reserves the positions of the live sessions
+    and inserts the new customers, sessions and texts. It runs in autocommit too, so a webhook
+    costs two round trips (no BEGIN, no COMMIT; a text to a live session used to take five).
+    Otherwise the writes run in one transaction. Under READ COMMITTED the lookup saw no more
+    inside a transaction than it does outside.
     """
     found = _look_up(runtime.engine, batch)
     now = runtime.clock.now()
-    if any(f is not None and f.duplicate_id is None and (f.session is not None or "session.created" in f.subscriber.event_types)
-           for f in found):
+    if any(f is not None and f.duplicate_id is None and _needs_transaction(f, now) for f in found):
         with runtime.db.begin() as tx:
             return _store(tx, batch, found, now, together=True)
     with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -207,7 +217,7 @@ class _Conversation:
 
 def _store(tx, batch: list[InboundSms], found: list["_Found | None"], now, together: bool) -> list[Accepted]:
     """Store what the lookup ``found`` for the batch. ``tx`` is the batch's ORM transaction, or, stored
-    together with nothing but new conversations to insert (see _store_together), an autocommit connection."""
+    together with no expired session and no event to write (see _store_together), an autocommit connection."""
     in_transaction = isinstance(tx, DbSession)
     accepted: list[Accepted | None] = [None] * len(batch)
     conversations: dict[str, _Conversation] = {}
@@ -240,27 +250,39 @@ def _store(tx, batch: list[InboundSms], found: list["_Found | None"], now, toget
                      g.found.session, len(g.texts))
         for g in groups
     ]
-    # Per conversation: (session id, positions reserved, whether the session is new, the expired one it replaced)
-    if together:
-        # Outside a transaction every session is new: nothing to lock or complete, no statement here.
+    # Per conversation: (session id, positions, whether the session is new, the expired one it replaced)
+    if together and not in_transaction:
+        # Every session is live or new. A live one's positions are reserved by the one statement
+        # below: its texts carry their places among its new texts (1, 2, ...) instead.
+        live = [(c.active, c.texts) for c in wanted if c.active is not None]
+        to_create = [NewSession(index, None, new_session_values(c, now), c.texts)
+                     for index, c in enumerate(wanted) if c.active is None]
+        places = [(c.active.id, tuple(range(1, c.texts + 1)), False, None) if c.active is not None else None
+                  for c in wanted]
+    elif together:
         opened, to_create = reserve_sessions(tx, wanted, now)
         places = [(o.session.id, o.seqs, False, None) if o is not None else None for o in opened]
-        for new in to_create:
-            places[new.index] = (new.values["id"], tuple(range(1, new.texts + 1)), True, new.completed_id)
     else:
         places = [(o.session.id, o.seqs, o.created, o.completed_id) for o in open_sms_sessions(tx, wanted, now)]
+    if together:
+        for new in to_create:
+            places[new.index] = (new.values["id"], tuple(range(1, new.texts + 1)), True, new.completed_id)
     rows = []
     for group, (session_id, seqs, _, _) in zip(groups, places):
         rows.extend(_message_row(batch[index], session_id, seq, now) for index, seq in zip(group.texts, seqs))
     rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
     if together:
-        sessions = [new.values for new in to_create]  # in key order already
-        # In autocommit a text whose MessageSid is taken must fail the statement (a unique violation,
-        # see _store_batch), not be skipped: nothing could roll back the rest.
-        text_conflict = "twilio_sid" if in_transaction else None
-        inserted = insert_together(tx, [(Customer, new_customers, "number", Customer.number),
-                                        (Session, sessions, "active_key", Session.active_key),
-                                        (Message, rows, text_conflict, Message.twilio_sid)])
+        sessions = sorted((new.values for new in to_create), key=lambda values: values["active_key"])  # key order
+        if in_transaction:
+            inserted = insert_together(tx, [(Customer, new_customers, "number", Customer.number),
+                                            (Session, sessions, "active_key", Session.active_key),
+                                            (Message, rows, "twilio_sid", Message.twilio_sid)])
+        else:
+            # Autocommit: a text whose MessageSid is taken must fail the statement (a unique
+            # violation, see _store_batch), not be skipped: nothing could roll back the rest.
+            inserted = insert_reserving_positions(tx, live, now, [(Customer, new_customers, "number", Customer.number),
+                                                                  (Session, sessions, "active_key", Session.active_key),
+                                                                  (Message, rows, None, Message.twilio_sid)])
         if [len(values) for values in inserted] != [len(new_customers), len(sessions), len(rows)]:
             raise _LostRace  # rolls back the whole batch, session work included
         if in_transaction:

@@ -7,12 +7,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from gateway.db.models import Customer, PhoneNumber, Session, UTCDateTime
-from gateway.db.ops import as_persistent, insert_many_or_ignore, insert_or_ignore, json_value
+from gateway.db.models import Customer, Message, PhoneNumber, Session, UTCDateTime
+from gateway.db.ops import as_persistent, column_of, insert_many_or_ignore, insert_or_ignore, json_rows, json_value
 from gateway.domain.expiry import expires_at
 from gateway.services import events
 
@@ -186,6 +186,76 @@ _RESERVE_POSITIONS = text(
     "last_activity_at = :now, updated_at = :now "
     "WHERE sessions.id = ANY(CAST(:ids AS varchar[])) RETURNING sessions.id, sessions.last_seq"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def insert_reserving_positions(
+    connection: Connection, live: list[tuple[object, int]], now: datetime,
+    parts: list[tuple[type, list[dict], str | None, object]],
+) -> list[list]:
+    """``reserve_positions`` for the ``live`` sessions and ``insert_together`` of ``parts``, in one
+    statement (PostgreSQL), which is atomic by itself: the webhook runs it in autocommit.
+
+    The last part holds the texts. A text of a live session carries its place among that session's
+    new texts (1, 2, ...) as ``seq`` and is stored at the position reserved for it; a text of a new
+    session carries its position. The positions' UPDATE runs first, then each part in order, so
+    rows are locked in the order the separate statements would lock them. A text whose session was
+    deleted meanwhile fails the statement (a foreign key), as does a key a plain part finds taken.
+    Returns, per part, the returned values of its rows inserted.
+    """
+    present = [(index, part) for index, part in enumerate(parts) if part[1]]
+    shape = tuple((model, tuple(rows[0]), conflict, returning.key) for _, (model, rows, conflict, returning) in present)
+    statement = _RESERVING_STATEMENTS.get(shape)
+    if statement is None:
+        statement = _RESERVING_STATEMENTS[shape] = _reserving_statement(shape)
+    changes = {session.id: [count, expires_at(session.created_at, session.expiration_seconds, now,
+                                              session.inactivity_seconds)] for session, count in live}
+    parameters = {"ids": sorted(changes), "changes": json.dumps(changes, default=json_value), "now": now}
+    parameters.update({f"rows{position}": json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)})
+    inserted: list[list] = [[] for _ in parts]
+    for position, value in connection.execute(statement, parameters):
+        if position >= 0:  # -1: a session whose positions were reserved
+            inserted[present[position][0]].append(value)
+    return inserted
+
+
+_RESERVING_STATEMENTS: dict[tuple, object] = {}
+_CHANGE = "CAST(CAST(:changes AS jsonb) -> {id} ->> {field} AS {kind})"
+
+
+def _reserving_statement(shape: tuple):
+    ctes = [
+        "reserved AS (UPDATE sessions SET last_seq = sessions.last_seq + "
+        + _CHANGE.format(id="sessions.id", field=0, kind="integer")
+        + ", expires_at = " + _CHANGE.format(id="sessions.id", field=1, kind="timestamp")
+        + ", last_activity_at = :now, updated_at = :now WHERE sessions.id = ANY(CAST(:ids AS varchar[])) "
+        "RETURNING sessions.id, sessions.last_seq)"
+    ]
+    # The reserved sessions come first in the result, so that their UPDATE runs before the inserts.
+    selects = ["SELECT -1 AS part, CAST(reserved.id AS varchar) AS value FROM reserved"]
+    last = len(shape) - 1
+    for position, (model, columns, conflict, returning) in enumerate(shape):
+        table = model.__table__
+        names = [column_of(model, key).name for key in columns]
+        values = [f'rows."{name}"' for name in names]
+        source = f"json_populate_recordset(NULL::{table.name}, CAST(:rows{position} AS json)) AS rows"
+        if position == last and model is Message:
+            values[names.index("seq")] = (
+                "COALESCE(reserved.last_seq - " + _CHANGE.format(id="rows.session_id", field=0, kind="integer")
+                + ', 0) + rows."seq"')
+            source += " LEFT OUTER JOIN reserved ON reserved.id = rows.session_id"
+        on_conflict = f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else ""
+        returned = column_of(model, returning).name
+        ctes.append(f"inserted{position} AS (INSERT INTO {table.name} ({', '.join(names)}) "
+                    f"SELECT {', '.join(values)} FROM {source}{on_conflict} RETURNING {table.name}.{returned})")
+        selects.append(f"SELECT {position}, CAST(inserted{position}.{returned} AS varchar) FROM inserted{position}")
+    return text("WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects)).bindparams(
+        bindparam("now", type_=UTCDateTime()))
+
+
+def new_session_values(conversation: Conversation, now: datetime) -> dict:
+    """The row of a conversation's new session, its first positions taken by the conversation's texts."""
+    return _new_session(conversation.number, conversation.customer_id, conversation.customer_number, now,
+                        conversation.texts)
 
 
 def created_session(tx: DbSession, new: NewSession, now: datetime) -> Opened:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import DBAPIError
 
 from gateway import create_app
@@ -195,8 +195,9 @@ def test_a_duplicate_stored_elsewhere_after_the_lookup_sends_the_batch_through_o
 
 def fail_inserts(monkeypatch, error_for):
     """Make the batch's inserts raise ``error_for(texts)`` (or go ahead when it returns None), whichever way
-    they are made: one statement per table, or together in one (PostgreSQL)."""
+    they are made: one statement per table, or together in one (PostgreSQL), in a transaction or not."""
     real_insert, real_together = inbound.insert_many_or_ignore, inbound.insert_together
+    real_reserving = inbound.insert_reserving_positions
 
     def insert(tx, model, rows, *args):
         error = error_for(len(rows)) if model is Message else None
@@ -210,8 +211,15 @@ def fail_inserts(monkeypatch, error_for):
             raise error
         return real_together(tx, parts)
 
+    def reserving(connection, live, now, parts):
+        error = error_for(len(parts[-1][1]))
+        if error is not None:
+            raise error
+        return real_reserving(connection, live, now, parts)
+
     monkeypatch.setattr(inbound, "insert_many_or_ignore", insert)
     monkeypatch.setattr(inbound, "insert_together", together)
+    monkeypatch.setattr(inbound, "insert_reserving_positions", reserving)
 
 
 def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, number, monkeypatch):
@@ -281,6 +289,87 @@ def test_a_customer_created_elsewhere_after_the_lookup_is_the_one_the_new_sessio
     assert count(runtime, Customer) == 2
     with runtime.db.begin() as tx:
         assert tx.get(Session, results[1].session_id).customer_id == customer_id
+
+
+def statements_of(runtime, work) -> int:
+    """How many SQL statements ``work()`` sends to the database."""
+    sent = []
+
+    def record(*_):
+        sent.append(1)
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", record)
+    return len(sent)
+
+
+def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_on_postgres(runtime, number):
+    """On PostgreSQL a batch of live and new conversations (no expired session, no event due) is read by one
+    statement and written by one more, in autocommit: positions reserved, customers, sessions and texts stored."""
+    first = store_texts(runtime, [sms("hello", "SMo1")])[0]
+    results = []
+    sent = statements_of(runtime, lambda: results.extend(store_texts(runtime, [
+        sms("again", "SMo2"), sms("someone new", "SMo3", from_=OTHER_CUSTOMER), sms("and again", "SMo4")])))
+
+    if runtime.engine.dialect.name == "postgresql":
+        assert sent == 2
+    assert [(r.outcome, r.session_created) for r in results] == [("stored", False), ("stored", True), ("stored", False)]
+    assert results[0].session_id == results[2].session_id == first.session_id
+    stored = {m.twilio_sid: (m.session_id, m.seq) for m in texts_of(runtime)}
+    assert stored == {"SMo1": (first.session_id, 1), "SMo2": (first.session_id, 2), "SMo4": (first.session_id, 3),
+                      "SMo3": (results[1].session_id, 1)}
+    assert {s.name: s.last_seq for s in sessions_of(runtime)} == {CUSTOMER: 3, OTHER_CUSTOMER: 1}
+
+
+def test_a_session_deleted_after_the_lookup_gets_its_text_in_a_new_session(runtime, queue, number, monkeypatch):
+    """The conversation's session was deleted (DELETE /api/sessions/{id}) just after the lookup: the write
+    fails as a whole (its text refers to no session) and the careful way opens a new session for it."""
+    from gateway.services.session_api import delete_session
+
+    gone = store_texts(runtime, [sms("hello", "SMp1")])[0]
+    real_look_up = inbound._look_up
+
+    def look_up_then_delete(source, batch):
+        found = real_look_up(source, batch)
+        if source is runtime.engine:  # the first, autocommit lookup of PostgreSQL (SQLite takes the careful way)
+            delete_session(runtime, gone.session_id)
+        return found
+
+    monkeypatch.setattr(inbound, "_look_up", look_up_then_delete)
+    if runtime.engine.dialect.name != "postgresql":
+        delete_session(runtime, gone.session_id)
+    result = store_texts(runtime, [sms("anyone there?", "SMp2"), sms("hi", "SMp3", from_=OTHER_CUSTOMER)])
+
+    assert [(r.outcome, r.session_created) for r in result] == [("stored", True), ("stored", True)]
+    assert result[0].session_id != gone.session_id
+    assert {m.twilio_sid: m.seq for m in texts_of(runtime)} == {"SMp2": 1, "SMp3": 1}
+    assert {s.name for s in sessions_of(runtime)} == {CUSTOMER, OTHER_CUSTOMER}
+
+
+def test_a_duplicate_of_a_live_conversation_stored_after_the_lookup_reserves_nothing(runtime, queue, number,
+                                                                                       monkeypatch):
+    """A MessageSid committed elsewhere just after the lookup, in a live conversation: nothing of the batch's
+    write stays (no position taken by it), the text is a duplicate and the other one is stored."""
+    first = store_texts(runtime, [sms("hello", "SMq1")])[0]
+    store_texts(runtime, [sms("stored by the other process", "SMq2")])
+    queue.jobs.clear()
+    real_look_up = inbound._look_up
+
+    def look_up_missing_the_race(source, batch):
+        found = real_look_up(source, batch)
+        return [f if f is None or sms.sid != "SMq2" else type(f)(f.number, f.subscriber, f.session, f.customer_id, None)
+                for f, sms in zip(found, batch)]
+
+    monkeypatch.setattr(inbound, "_look_up", look_up_missing_the_race)
+    results = store_texts(runtime, [sms("the same text again", "SMq2"), sms("next", "SMq3")])
+
+    assert [r.outcome for r in results] == ["duplicate", "stored"]
+    assert {m.twilio_sid: m.seq for m in texts_of(runtime)} == {"SMq1": 1, "SMq2": 2, "SMq3": 3}
+    assert [s.last_seq for s in sessions_of(runtime)] == [3]
+    assert turns(queue) == [first.session_id]
 
 
 def test_a_session_opened_elsewhere_after_the_lookup_takes_the_text_after_its_own(runtime, queue, number, monkeypatch):
