@@ -195,6 +195,12 @@ class LockingSelect:
         self.locking = statement.with_for_update(skip_locked=skip_locked)
 
 
+def autocommit(engine) -> Connection:
+    """A pooled connection in autocommit mode (PostgreSQL): each statement commits by itself, with no
+    BEGIN or COMMIT round trip. Use it as a context manager; it goes back to the pool as it came."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def read_rows(engine, statement, parameters: dict | None = None) -> list:
     """The rows of one SELECT, read outside any ORM session.
 
@@ -203,7 +209,7 @@ def read_rows(engine, statement, parameters: dict | None = None) -> list:
     checks several times per text. SQLite reads in its usual transaction (see engine.py).
     """
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        with autocommit(engine) as connection:
             return connection.execute(statement, parameters).all()
     with engine.begin() as connection:
         return connection.execute(statement, parameters).all()

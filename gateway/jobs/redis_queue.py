@@ -27,8 +27,10 @@ class RedisJobQueue:
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None:
-        # One pipeline, so one round trip to Redis: without it RQ makes two per job.
-        with self.connection.pipeline() as pipeline:
+        # One pipeline, so one round trip to Redis: without it RQ makes two per job. Not a MULTI/EXEC
+        # transaction: Redis runs one connection's commands in order, so a job's hash is written
+        # before its id reaches the queue, and the sweep re-enqueues work whose job was lost.
+        with self.connection.pipeline(transaction=False) as pipeline:
             options = dict(job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipeline)
             if delay > 0:
                 self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
@@ -39,7 +41,7 @@ class RedisJobQueue:
 
     def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> None:
         # RQ's batch enqueue, in one pipeline: one round trip to Redis for a whole batch of webhooks.
-        with self.connection.pipeline() as pipeline:
+        with self.connection.pipeline(transaction=False) as pipeline:
             self.queue.enqueue_many(
                 [Queue.prepare_data(ENTRY_POINT, (job, *args), timeout=JOB_TIMEOUT, result_ttl=0,
                                     failure_ttl=FAILURE_TTL) for job, args in jobs],

@@ -17,14 +17,14 @@ from datetime import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from sqlalchemy import Engine, Integer, Select, String, bindparam, select, union_all
+from sqlalchemy import Integer, Select, String, bindparam, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as DbSession, load_only
 
 from gateway import metrics
 from gateway.services import events
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
-from gateway.db.ops import insert_many_or_ignore, insert_together, read_rows
+from gateway.db.ops import autocommit, insert_many_or_ignore, insert_together
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
 from gateway.services.sessions import (
@@ -199,13 +199,13 @@ def _store_together(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepte
     Otherwise the writes run in one transaction. Under READ COMMITTED the lookup saw no more
     inside a transaction than it does outside.
     """
-    found = _look_up(runtime.engine, batch)
-    now = runtime.clock.now()
-    if any(f is not None and f.duplicate_id is None and _needs_transaction(f, now) for f in found):
-        with runtime.db.begin() as tx:
-            return _store(tx, batch, found, now, together=True)
-    with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        return _store(connection, batch, found, now, together=True)
+    with autocommit(runtime.engine) as connection:  # one checkout for the lookup and the write
+        found = _look_up(connection, batch)
+        now = runtime.clock.now()
+        if not any(f is not None and f.duplicate_id is None and _needs_transaction(f, now) for f in found):
+            return _store(connection, batch, found, now, together=True)
+    with runtime.db.begin() as tx:
+        return _store(tx, batch, found, now, together=True)
 
 
 @dataclass
@@ -359,9 +359,9 @@ def _look_up(source, batch: list[InboundSms]) -> list[_Found | None]:
     active session, the customer and whether the MessageSid was seen before.
 
     ``source`` is the batch's ORM transaction (the number and session come as ORM objects), or
-    the engine: then plain columns, read in autocommit on PostgreSQL (see _store_together)."""
+    an autocommit connection (PostgreSQL, see _store_together): then plain columns."""
     found: list[_Found | None] = [None] * len(batch)
-    plain = isinstance(source, Engine)
+    plain = not isinstance(source, DbSession)
     for index, row in _run_lookup(source, list(enumerate(batch)), False, plain):
         found[index] = row
     by_service = [(index, sms) for index, sms in enumerate(batch) if found[index] is None and sms.messaging_service_sid]
@@ -386,7 +386,7 @@ def _run_lookup(source, indexed: list[tuple[int, InboundSms]], by_service: bool,
             subscriber = events.Subscriber.of_assistant(assistant) if assistant is not None else NO_SUBSCRIBER
             yield index, _Found(number, subscriber, session, customer_id, duplicate_id)
         return
-    for row in read_rows(source, statement, params):
+    for row in source.execute(statement, params):
         number = _Number(row.number_id, row.assistant_id, row.session_expiration_seconds, row.session_inactivity_seconds)
         session = (_ActiveSession(row.session_id, row.status, row.expires_at, row.created_at, row.expiration_seconds,
                                   row.inactivity_seconds) if row.session_id is not None else None)

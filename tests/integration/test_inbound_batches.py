@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session as OrmSession
 
 from gateway import create_app
 from gateway.db.group_commit import GroupCommit
@@ -334,7 +335,7 @@ def test_a_session_deleted_after_the_lookup_gets_its_text_in_a_new_session(runti
 
     def look_up_then_delete(source, batch):
         found = real_look_up(source, batch)
-        if source is runtime.engine:  # the first, autocommit lookup of PostgreSQL (SQLite takes the careful way)
+        if not isinstance(source, OrmSession):  # the first, autocommit lookup of PostgreSQL (SQLite: the careful way)
             delete_session(runtime, gone.session_id)
         return found
 
