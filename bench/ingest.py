@@ -172,6 +172,10 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
                                                     seconds=args.seconds, rate=None, connections=args.connections)
                 print(f"  {name:9s} {reference.summary()}")
                 print(cpu_line(reference_cpu))
+                if not reference.ok:  # say why, rather than fail on a division below
+                    print(f"    {name} answered nothing: warm-up {warm.ok} OK of {warm.sent}, "
+                          f"errors {(warm.errors + reference.errors)[:3]}; its log ends:\n"
+                          + "\n".join("      " + line for line in process.output().splitlines()[-15:]))
                 entry[name] = _figures(reference, reference_cpu)
                 references[name] = reference
             if baseline_tree is not None:
@@ -200,7 +204,7 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             ratio = gateway.rate / bare.rate if bare.rate else 0.0
             floor, signature = references["floor"], references["signature"]
             print(f"  ratio gateway/bare {ratio:.3f}; signature/bare {signature.rate / bare.rate:.3f}; "
-                  f"floor/bare {floor.rate / bare.rate:.3f}; gateway/floor {gateway.rate / floor.rate:.3f}"
+                  f"floor/bare {floor.rate / bare.rate:.3f}; gateway/floor {gateway.rate / max(floor.rate, 1e-9):.3f}"
                   + (f"; gateway/{args.baseline} {gateway.rate / before.rate:.2f}x" if baseline_tree and before.rate else ""))
             peaks.append(gateway.rate)
             figures["rounds"].append({
