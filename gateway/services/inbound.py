@@ -184,9 +184,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
 def _needs_transaction(found: "_Found", now) -> bool:
     """Whether storing a text takes more than inserting rows and reserving positions: completing an
     expired session, or writing the session.created event of the session it opens."""
-    opens_session = found.session is None or found.session.expires_at <= now
-    return (found.session is not None and opens_session) or (
-        opens_session and "session.created" in found.subscriber.event_types)
+    expired = found.session is not None and found.session.expires_at <= now
+    opens_session = found.session is None or expired
+    return expired or (opens_session and "session.created" in found.subscriber.event_types)
 
 
 def _store_together(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
