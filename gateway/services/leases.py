@@ -111,6 +111,7 @@ def work_lane(
     job: str,
     drain: Callable[["Runtime", Lease], float | None],
     has_work: Callable[["Runtime", str], bool],
+    lease: Lease | None = None,
 ) -> None:
     """The loop the turn and send jobs share: own the session's lane, drain it, let go.
 
@@ -120,7 +121,7 @@ def work_lane(
     while this worker held the lease may have had its own job give up on the
     lease, and this check is what picks it up.
     """
-    lease = Lease(runtime, session_id, lane)
+    lease = lease or Lease(runtime, session_id, lane)
     while True:
         if not lease.acquire():
             return  # another worker owns the lane and will see the work

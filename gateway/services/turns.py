@@ -3,7 +3,8 @@
 ``process_turns`` is the turn job. It owns the session's turn lane through a
 lease, takes the oldest received text (or a burst of texts to merge), calls
 the engine outside any transaction, then in one fenced transaction marks the
-texts processed and queues the replies. A worker killed at any point leaves
+texts processed and queues the replies, which it then sends itself through
+the send lane once it has let the turn lane go. A worker killed at any point leaves
 the texts ``received``; the lease runs out and the next job redoes the turn,
 and because the replies are stored in the same transaction that marks the
 texts processed, a turn's replies are queued once (SPEC 6.4).
@@ -36,7 +37,7 @@ from gateway.domain.templates import merge_variables, render
 from gateway import metrics
 from gateway.services import events, optouts
 from gateway.services.leases import Lease, LeaseLost, work_lane
-from gateway.services.outbound import queue_replies
+from gateway.services.outbound import queue_replies, send_pending
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -79,19 +80,46 @@ class Situation:
     variables: dict
 
 
+class _TurnLease(Lease):
+    """The turn job's lease on the lane, which notes SMS replies its turns queued and not yet sent.
+
+    The turn job sends them itself once it has let the lane go (see process_turns): one RQ job
+    per text instead of two, and no trip through the queue between a reply and its send. Replies
+    that would wait behind another engine call go to a send job of their own (see _drain), as the
+    replies of an API chat's turn always do.
+    """
+
+    replies_waiting = False
+
+
 def process_turns(runtime: "Runtime", session_id: str) -> None:
-    work_lane(runtime, session_id, "turn", "process_turns", _drain, _has_received)
+    lease = _TurnLease(runtime, session_id, "turn")
+    try:
+        work_lane(runtime, session_id, "turn", "process_turns", _drain, _has_received, lease=lease)
+    except BaseException:
+        _hand_off_replies(runtime, lease)  # committed before the failure: a send job sends them
+        raise
+    if lease.replies_waiting:
+        # After the turn lane is released: the session's next text can be answered by another
+        # worker while this one talks to Twilio.
+        lease.replies_waiting = False
+        send_pending(runtime, session_id)
 
 
-def _drain(runtime: "Runtime", lease: Lease) -> float | None:
+def _drain(runtime: "Runtime", lease: _TurnLease) -> float | None:
     """Answer received texts in order until none is left; returns a delay when a burst is still open."""
     while True:
         batch, wait = _next_batch(runtime, lease.session_id)
-        if wait is not None:
-            return wait
         if batch is None:
-            return None
+            return wait
+        _hand_off_replies(runtime, lease)  # they must not wait for the engine's next answer
         answer(runtime, lease, batch)
+
+
+def _hand_off_replies(runtime: "Runtime", lease: _TurnLease) -> None:
+    if lease.replies_waiting:
+        lease.replies_waiting = False
+        runtime.enqueue("send_pending", lease.session_id)
 
 
 def _next_batch(runtime: "Runtime", session_id: str) -> tuple[Batch | None, float | None]:
@@ -296,7 +324,10 @@ def _finish(
     )
     metrics.turn("failed" if failure else "processed", engine, elapsed)
     if queued and channel == "sms":
-        runtime.enqueue("send_pending", session.id)
+        if isinstance(lease, _TurnLease):
+            lease.replies_waiting = True  # the turn job sends them (see _drain)
+        else:
+            runtime.enqueue("send_pending", session.id)
     return chat["id"] if chat else None
 
 

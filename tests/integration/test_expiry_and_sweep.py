@@ -16,7 +16,7 @@ from gateway.db.models import Message, Session
 from gateway.jobs import run_job
 from gateway.schemas import PhoneNumberUpdate
 from gateway.services.phone_numbers import update_phone_number
-from gateway.services import sweeper
+from gateway.services import sweeper, turns
 from gateway.services.sweeper import sweep
 from tests.conftest import CUSTOMER, PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
@@ -197,16 +197,26 @@ def test_turn_held_by_a_dead_worker_is_taken_over_after_its_lease(runtime, clock
         assert tx.scalar(select(Message.status).where(Message.role == "user")) == "processed"
 
 
-def test_sweep_requeues_sends_whose_job_was_lost(runtime, clock, queue, number, text):
-    """A reply queued but never sent (its send job lost) is picked up by the sweep."""
+class WorkerDied(BaseException):
+    """What a killed worker leaves behind: nothing after this point runs, not even except clauses."""
+
+
+def test_sweep_requeues_sends_whose_job_was_lost(runtime, clock, queue, number, text, monkeypatch):
+    """A reply queued but never sent (its worker died after the turn committed) is picked up by the sweep."""
     client = create_app(runtime=runtime).test_client()
     params = inbound_params("hi")
     signature = sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)
     client.post("/twilio/sms", data=params, headers={"X-Twilio-Signature": signature})
     job, args, _ = queue.jobs.pop(0)
-    run_job(runtime, job, *args)  # the turn runs ...
-    assert [j[0] for j in queue.jobs] == ["send_pending"]
-    queue.jobs.clear()  # ... but its send job is lost
+
+    def dies(*_args):
+        raise WorkerDied
+
+    monkeypatch.setattr(turns, "send_pending", dies)
+    with pytest.raises(WorkerDied):
+        run_job(runtime, job, *args)  # the turn commits its reply, and the worker dies before sending it
+    monkeypatch.undo()
+    queue.jobs.clear()  # nor did any other job survive it
     clock.advance(runtime.settings.recovery_grace + 1)
     assert sweep(runtime).sends_recovered == 1
     queue.run_all(runtime)

@@ -1,0 +1,108 @@
+"""Who sends a turn's replies: the turn job itself once it has let the lane go, or a send job
+when the replies would otherwise wait (another text to answer first, or a failure after the turn)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from gateway import create_app
+from gateway.db.models import Message, Session
+from gateway.jobs import run_job
+from gateway.services import turns
+from tests.conftest import PUBLIC_URL, inbound_params, sign
+from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
+
+
+@pytest.fixture
+def post(runtime):
+    client = create_app(runtime=runtime).test_client()
+
+    def send(body: str) -> None:
+        params = inbound_params(body)
+        response = client.post("/twilio/sms", data=params,
+                               headers={"X-Twilio-Signature": sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)})
+        assert response.status_code == 200
+
+    return send
+
+
+def replies(runtime) -> list[tuple[str, str]]:
+    with runtime.db.begin() as tx:
+        return [tuple(row) for row in tx.execute(
+            select(Message.content, Message.status).where(Message.role == "assistant").order_by(Message.seq))]
+
+
+def jobs(queue) -> list[str]:
+    return [job for job, _, _ in queue.jobs]
+
+
+def test_the_turn_job_sends_its_replies_itself(runtime, queue, number, post):
+    post("hello")
+    assert jobs(queue) == ["process_turns"]
+    job, args, _ = queue.jobs.pop(0)
+    run_job(runtime, job, *args)
+    assert replies(runtime) == [("hello", "delivered")]  # sent (the sandbox sender delivers at once) by the turn job
+    assert jobs(queue) == []  # no send job: one job per text
+
+
+def test_the_turn_job_sends_after_letting_the_lane_go(runtime, queue, number, post, monkeypatch):
+    """The session's next text need not wait while this worker talks to Twilio."""
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    send_pending = turns.send_pending
+    lane_at_send = []
+
+    def sending(runtime_, session_id_):
+        with runtime.db.begin() as tx:
+            lane_at_send.append(tx.get(Session, session_id_).turn_lease_token)
+        send_pending(runtime_, session_id_)
+
+    monkeypatch.setattr(turns, "send_pending", sending)
+    run_job(runtime, "process_turns", session_id)
+    assert lane_at_send == [None]
+    assert replies(runtime) == [("hello", "delivered")]
+
+
+def test_replies_go_to_a_send_job_rather_than_wait_for_the_next_turn(runtime, queue, number, post, monkeypatch):
+    """Two texts waiting: the first one's reply is handed to a send job before the engine is asked again."""
+    post("one")
+    post("two")
+    session_id = queue.jobs[0][1][0]
+    queue.jobs.clear()
+    seen = []
+    answer = turns.answer
+
+    def answering(runtime_, lease, batch):
+        seen.append((batch.text, jobs(queue)))
+        return answer(runtime_, lease, batch)
+
+    monkeypatch.setattr(turns, "answer", answering)
+    run_job(runtime, "process_turns", session_id)
+    assert seen == [("one", []), ("two", ["send_pending"])]
+    # The turn job then sent what was still unsent; the send job finds nothing left.
+    assert replies(runtime) == [("one", "delivered"), ("two", "delivered")]
+    queue.run_all(runtime)
+    assert replies(runtime) == [("one", "delivered"), ("two", "delivered")]
+
+
+def test_replies_of_a_turn_job_that_fails_afterwards_go_to_a_send_job(runtime, queue, number, post, monkeypatch):
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    next_batch = turns._next_batch
+    calls = []
+
+    def failing_after_the_first(runtime_, session_id_):
+        calls.append(session_id_)
+        if len(calls) > 1:
+            raise RuntimeError("database went away")
+        return next_batch(runtime_, session_id_)
+
+    monkeypatch.setattr(turns, "_next_batch", failing_after_the_first)
+    with pytest.raises(RuntimeError):
+        run_job(runtime, "process_turns", session_id)
+    assert replies(runtime) == [("hello", "queued")]
+    assert jobs(queue) == ["send_pending"]
+    monkeypatch.undo()
+    queue.run_all(runtime)
+    assert replies(runtime) == [("hello", "delivered")]
