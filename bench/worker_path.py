@@ -7,7 +7,9 @@ database, it stores texts (first texts of new customers, then a second text
 of each), then runs the jobs they queued the way a worker does: the turn job
 (echo engine, in process), the send job (a sender that answers at once as
 Twilio does, with status "queued"), and the two delivery callbacks a web
-process would apply ("sent", "delivered"). It prints the thread's CPU per
+process would apply ("sent", "delivered"). Since 2026-12-02 the turn job
+sends its replies itself, so its line holds the send too, and send_pending's
+line is empty unless the tree measured is older. It prints the thread's CPU per
 text for each step, the wall time (one text after another, so round trips
 and commits count), and the SQL statements per text.
 
