@@ -11,7 +11,9 @@ process would apply ("sent", "delivered"). Since 2026-12-02 the turn job
 sends its replies itself, so its line holds the send too, and send_pending's
 line is empty unless the tree measured is older. It prints the thread's CPU per
 text for each step, the wall time (one text after another, so round trips
-and commits count), and the SQL statements per text.
+and commits count), and the SQL statements per text. Then what RQ itself
+costs per job, as the tree sets jobs and its worker up (no-op jobs through its
+GatewayWorker on a redis-server of its own), and how many jobs a text takes.
 
     .venv/bin/python bench/worker_path.py [--texts 200] [--rounds 3] [--baseline HEAD]
 """
@@ -76,7 +78,7 @@ def child(texts: int) -> dict:
         cpu = {step: 0.0 for step in STEPS}
         wall = {step: 0.0 for step in STEPS}
         trips = {step: 0 for step in STEPS}
-        handled = 0
+        handled = jobs_run = 0
         for round_ in range(2):  # first texts (new sessions), then texts to live sessions
             for n in range(texts):
                 form = {"MessageSid": f"SM{round_}x{n:030d}", "From": f"+1415555{n:04d}", "To": "+14155550100",
@@ -84,6 +86,7 @@ def child(texts: int) -> dict:
                 accept_inbound(runtime, parse_inbound(form))
             while queue.jobs:
                 job, args, _ = queue.jobs.pop(0)
+                jobs_run += 1
                 step = job if job in cpu else None
                 before, started, count = time.thread_time(), time.perf_counter(), statements[0]
                 run_job(runtime, job, *args)
@@ -103,11 +106,55 @@ def child(texts: int) -> dict:
         assert handled == 2 * texts, f"{handled} replies for {2 * texts} texts"
         return {"texts": handled, "cpu_us": {k: v / handled * 1e6 for k, v in cpu.items()},
                 "wall_us": {k: v / handled * 1e6 for k, v in wall.items()},
-                "statements": {k: v / handled for k, v in trips.items()}}
+                "statements": {k: v / handled for k, v in trips.items()},
+                "jobs_per_text": jobs_run / handled, "rq_per_job": _rq_bookkeeping(300)}
     finally:
         if runtime is not None:
             runtime.close()
         database.drop()
+
+
+def _rq_bookkeeping(count: int) -> dict:
+    """What RQ itself costs per job as the tree sets it up: ``count`` no-op jobs (builtins.len) with
+    the tree's job options, worked by the tree's worker class on a redis-server of its own. The
+    thread's CPU, the wall time and the round trips to Redis per job."""
+    import redis.connection
+    from redis import Redis
+    from rq import Queue
+
+    from gateway.jobs import redis_queue
+    from gateway.worker import GatewayWorker
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer().start()
+    original = redis.connection.AbstractConnection.send_packed_command
+    sent = [0]
+
+    def counting(self, command, check_health=True):
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    try:
+        connection = Redis.from_url(server.url)
+        queue = Queue(redis_queue.QUEUE_NAME, connection=connection)
+        options = dict(timeout=redis_queue.JOB_TIMEOUT, failure_ttl=redis_queue.FAILURE_TTL,
+                       result_ttl=getattr(redis_queue, "RESULT_TTL", 0))  # 0 before 2026-12-02
+        with connection.pipeline(transaction=False) as pipeline:
+            queue.enqueue_many([Queue.prepare_data("builtins.len", ("text",), **options) for _ in range(count)],
+                               pipeline=pipeline)
+            pipeline.execute()
+        worker = GatewayWorker([queue], connection=connection)
+        redis.connection.AbstractConnection.send_packed_command = counting
+        before, started = time.thread_time(), time.perf_counter()
+        worker.work(burst=True, logging_level="WARNING")
+        cpu, wall = time.thread_time() - before, time.perf_counter() - started
+        redis.connection.AbstractConnection.send_packed_command = original
+        failed = len(queue.failed_job_registry)
+        assert len(queue) == 0 and failed == 0, f"{len(queue)} no-op jobs left, {failed} failed"
+        return {"cpu_us": cpu / count * 1e6, "wall_us": wall / count * 1e6, "round_trips": sent[0] / count}
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
+        server.stop()
 
 
 def _sent(runtime) -> list[tuple[str, str]]:
@@ -129,6 +176,11 @@ def run_round(tree: Path, texts: int) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"the round in {tree} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _with_rq(result: dict) -> float:
+    """A round's CPU per text in the gateway's code plus RQ's work for the jobs a text takes."""
+    return sum(result["cpu_us"].values()) + result["jobs_per_text"] * result["rq_per_job"]["cpu_us"]
 
 
 def main() -> None:
@@ -166,9 +218,17 @@ def main() -> None:
             total = [sum(r["cpu_us"].values()) for r in rounds]
             total_wall = statistics.median(sum(r["wall_us"].values()) for r in rounds)
             print(f"    {'total':17s} CPU {statistics.median(total):6.0f} us/text  wall {total_wall:6.0f} us/text")
+            rq = [r["rq_per_job"]["cpu_us"] for r in rounds]
+            jobs = rounds[-1]["jobs_per_text"]
+            print(f"    RQ's own work per job (a no-op job): CPU {statistics.median(rq):5.0f} us (rounds "
+                  f"{', '.join(f'{c:.0f}' for c in rq)})  wall {statistics.median(r['rq_per_job']['wall_us'] for r in rounds):5.0f} us"
+                  f"  {rounds[-1]['rq_per_job']['round_trips']:.1f} round trips to Redis")
+            print(f"    jobs per text {jobs:.2f}: with RQ's work, CPU {statistics.median(_with_rq(r) for r in rounds):6.0f} us/text")
         if args.baseline:
             now, then = (statistics.median(sum(r["cpu_us"].values()) for r in results[n]) for n in trees)
-            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text")
+            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text in the gateway's code")
+            now, then = (statistics.median(_with_rq(r) for r in results[n]) for n in trees)
+            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text with RQ's work")
 
 
 if __name__ == "__main__":
