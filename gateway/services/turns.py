@@ -325,7 +325,7 @@ def _finish(
     metrics.turn("failed" if failure else "processed", engine, elapsed)
     if queued and channel == "sms":
         if isinstance(lease, _TurnLease):
-            lease.replies_waiting = True  # the turn job sends them (see _drain)
+            lease.replies_waiting = True  # the turn job sends them (see process_turns)
         else:
             runtime.enqueue("send_pending", session.id)
     return chat["id"] if chat else None
