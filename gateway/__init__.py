@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     from gateway.heap import freeze_startup_objects, under_gunicorn
     from gateway.logs import configure_logging
     from gateway.web import errors, health, twilio
+    from gateway.web.session_cookie import SessionCookie
     from gateway.web.api import api
     from gateway.web.console import console
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
                 static_folder="web/static")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, SECRET_KEY=runtime.secret_key)
     app.extensions["gateway"] = runtime
+    app.session_interface = SessionCookie()
     app.register_blueprint(twilio.blueprint)
     app.register_blueprint(api)
     app.register_blueprint(health.blueprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -145,9 +146,15 @@ def _together_statement(parts):
 
 def json_rows(model: type, rows: list[dict[str, Any]]) -> str:
     """The rows as one JSON array, keyed by column name (rows may use attribute names such as ``metadata_``)."""
-    names = [(column_of(model, key).name, key) for key in rows[0]]
+    names = _column_names(model, tuple(rows[0]))
     return json.dumps([{name: row[key] for name, key in names} for row in rows], default=json_value,
                       ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_names(model: type, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(column name, key) per key: looked up once per shape of row, as the webhook writes the same few shapes."""
+    return tuple((column_of(model, key).name, key) for key in keys)
 
 
 def json_value(value: Any) -> Any:

@@ -9,6 +9,7 @@ gateway changes the URL Flask sees.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 
 from flask import Blueprint, Response, jsonify, request
@@ -39,9 +40,24 @@ def signed_url() -> str:
 
 def require_signature(params) -> None:
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not RequestValidator(runtime().auth_token).validate(signed_url(), params, signature):
+    if not signature or not signature_matches(RequestValidator(runtime().auth_token), signed_url(), params, signature):
         log.warning("event=webhook.bad_signature path=%s", request.path)
         raise Forbidden("invalid or missing X-Twilio-Signature")
+
+
+def signature_matches(validator: RequestValidator, url: str, params, signature: str) -> bool:
+    """RequestValidator.validate, with one HMAC instead of two when Twilio signed ``url`` as it stands.
+
+    validate signs the URL both with the default port added and with any port removed (Twilio's
+    signing is inconsistent there) and checks both, every time: the signing is most of what a
+    webhook's check costs. ``url`` as configured is always one of those two forms, so a match on
+    it is a match validate would find; anything else gets validate's full check.
+    """
+    if isinstance(params, str):  # a JSON body, checked through bodySHA256: validate alone knows how
+        return validator.validate(url, params, signature)
+    if hmac.compare_digest(validator.compute_signature(url, params).encode(), signature.encode()):
+        return True
+    return validator.validate(url, params, signature)
 
 
 def counted(kind: str):

@@ -81,6 +81,15 @@ def test_unknown_parameters_are_signed_too(webhook, runtime, number):
         assert tx.scalar(select(Message).where(Message.role == "user")).details["FromCity"] == "SAN FRANCISCO"
 
 
+def test_signature_with_the_default_port_added_is_accepted(client, runtime, number):
+    """Twilio sometimes signs the URL with the default port (http://gw.test:80/...): accepted as
+    RequestValidator.validate accepts it, though the gateway first checks the URL as configured."""
+    params = inbound_params("hi", sid="SM5")
+    signature = sign(runtime.auth_token, PUBLIC_URL.replace("gw.test", "gw.test:80") + "/twilio/sms", params)
+    assert client.post("/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}).status_code == 200
+    assert counts(runtime)["messages"] == 1
+
+
 def test_query_string_is_part_of_the_signed_url(client, runtime, number):
     """Twilio signs the URL with its query; the gateway checks against public URL + path + query."""
     params = inbound_params("hi", sid="SM3")
