@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session as DbSession, load_only
 from gateway import metrics
 from gateway.services import events
 from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
+from gateway.db.driver import DriverStatement
 from gateway.db.ops import autocommit, insert_many_or_ignore, insert_together
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
@@ -380,17 +381,23 @@ def _run_lookup(source, indexed: list[tuple[int, InboundSms]], by_service: bool,
     for row, (index, sms) in enumerate(indexed):
         params.update({f"i{row}": index, f"to{row}": sms.to, f"customer{row}": sms.from_, f"sid{row}": sms.sid,
                        f"service{row}": sms.messaging_service_sid})
-    statement = _lookup(len(indexed), by_service, plain)
     if not plain:
-        for index, number, assistant, session, customer_id, duplicate_id in source.execute(statement, params):
+        for index, number, assistant, session, customer_id, duplicate_id in source.execute(
+                _lookup(len(indexed), by_service, plain), params):
             subscriber = events.Subscriber.of_assistant(assistant) if assistant is not None else NO_SUBSCRIBER
             yield index, _Found(number, subscriber, session, customer_id, duplicate_id)
         return
-    for row in source.execute(statement, params):
+    for row in _driver_lookup(len(indexed), by_service, source.dialect).rows(source, params):
         number = _Number(row.number_id, row.assistant_id, row.session_expiration_seconds, row.session_inactivity_seconds)
         session = (_ActiveSession(row.session_id, row.status, row.expires_at, row.created_at, row.expiration_seconds,
                                   row.inactivity_seconds) if row.session_id is not None else None)
         yield row.i, _Found(number, events.Subscriber.of(row), session, row.customer_id, row.duplicate_id)
+
+
+@functools.lru_cache(maxsize=512)
+def _driver_lookup(size: int, by_service: bool, dialect) -> DriverStatement:
+    """The plain lookup, run on the driver's cursor (PostgreSQL autocommit, see _store_together)."""
+    return DriverStatement(_lookup(size, by_service, True), dialect)
 
 
 @functools.lru_cache(maxsize=512)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from gateway.db.driver import DriverStatement
 from gateway.db.models import Customer, Message, PhoneNumber, Session, UTCDateTime
 from gateway.db.ops import as_persistent, column_of, insert_many_or_ignore, insert_or_ignore, json_rows, json_value
 from gateway.domain.expiry import expires_at
@@ -206,19 +207,19 @@ def insert_reserving_positions(
     shape = tuple((model, tuple(rows[0]), conflict, returning.key) for _, (model, rows, conflict, returning) in present)
     statement = _RESERVING_STATEMENTS.get(shape)
     if statement is None:
-        statement = _RESERVING_STATEMENTS[shape] = _reserving_statement(shape)
+        statement = _RESERVING_STATEMENTS[shape] = DriverStatement(_reserving_statement(shape), connection.dialect)
     changes = {session.id: [count, expires_at(session.created_at, session.expiration_seconds, now,
                                               session.inactivity_seconds)] for session, count in live}
     parameters = {"ids": sorted(changes), "changes": json.dumps(changes, default=json_value), "now": now}
     parameters.update({f"rows{position}": json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)})
     inserted: list[list] = [[] for _ in parts]
-    for position, value in connection.execute(statement, parameters):
+    for position, value in statement.rows(connection, parameters):
         if position >= 0:  # -1: a session whose positions were reserved
             inserted[present[position][0]].append(value)
     return inserted
 
 
-_RESERVING_STATEMENTS: dict[tuple, object] = {}
+_RESERVING_STATEMENTS: dict[tuple, DriverStatement] = {}
 _CHANGE = "CAST(CAST(:changes AS jsonb) -> {id} ->> {field} AS {kind})"
 
 

@@ -1,0 +1,86 @@
+"""Statements run on the driver's own cursor: the webhook's two statements, past SQLAlchemy's execution.
+
+For a statement already compiled, SQLAlchemy's execution (the compiled-cache lookup, an
+execution context, result metadata read from the cursor's description, row processing) costs
+about as much CPU as psycopg's own work. The webhook runs two statements per batch, and at low
+load every batch is one text: that layer was a sixth of a webhook's CPU in the web process.
+
+A DriverStatement is still SQLAlchemy's statement, compiled once by SQLAlchemy for the dialect:
+its SQL, its bind types and its result types are SQLAlchemy's; only the execution is the
+driver's. What the execution layer does that callers rely on is kept: listeners of
+``before_cursor_execute`` see each statement (tests count statements, bench/scale explains
+them), driver errors arrive as SQLAlchemy's ``DBAPIError`` (with the driver's error as
+``orig``), and a connection found broken is invalidated so the pool never hands it out again.
+PostgreSQL (psycopg's named ``%(name)s`` parameters) only.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+from sqlalchemy import Connection, exc
+
+
+class DriverStatement:
+    """A statement compiled once for ``dialect``; ``rows`` runs it on a connection's driver cursor."""
+
+    def __init__(self, statement, dialect):
+        if dialect.paramstyle != "pyformat":
+            raise ValueError(f"DriverStatement needs named parameters, not {dialect.paramstyle} ({dialect.name})")
+        compiled = statement.compile(dialect=dialect)
+        if compiled.escaped_bind_names:
+            raise ValueError("DriverStatement: a bound parameter's name needs escaping; name it plainly")
+        self.sql = compiled.string
+        self._constants: dict[str, Any] = {}  # values bound in the statement itself, such as a literal ":"
+        self._processors: dict[str, Any] = {}  # per parameter given at run time, its type's conversion
+        for bind, name in compiled.bind_names.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                if processor is not None:
+                    self._processors[name] = processor
+            else:
+                value = bind.effective_value
+                self._constants[name] = processor(value) if processor is not None else value
+        columns = list(getattr(statement, "selected_columns", ()))
+        self._row = namedtuple("Row", [column.key for column in columns], rename=True) if columns else None
+        self._results = [
+            (index, processor) for index, column in enumerate(columns)
+            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        ]
+
+    def rows(self, connection: Connection, parameters: dict[str, Any]) -> list:
+        """Run with ``parameters`` (by name, unprocessed, as for ``connection.execute``); all the rows returned,
+        as named tuples when the statement selects named columns, else as plain tuples."""
+        values = {**self._constants, **parameters}
+        for name, processor in self._processors.items():
+            values[name] = processor(values[name])
+        dialect = connection.dialect
+        driver_connection = connection.connection.driver_connection
+        cursor = driver_connection.cursor()
+        try:
+            # As SQLAlchemy's own execution would call them (listeners that return a new statement,
+            # retval=True, are not supported here).
+            connection.dispatch.before_cursor_execute(connection, cursor, self.sql, values, None, False)
+            cursor.execute(self.sql, values)
+            rows = cursor.fetchall() if cursor.description is not None else []
+        except dialect.loaded_dbapi.Error as error:
+            broken = dialect.is_disconnect(error, driver_connection, cursor)
+            if broken:
+                connection.invalidate(error)
+            raise exc.DBAPIError.instance(self.sql, values, error, dialect.loaded_dbapi.Error,
+                                          hide_parameters=connection.engine.hide_parameters,
+                                          connection_invalidated=broken, dialect=dialect) from error
+        finally:
+            cursor.close()
+        if self._results:
+            rows = [self._processed(row) for row in rows]
+        if self._row is not None:
+            rows = [self._row._make(row) for row in rows]
+        return rows
+
+    def _processed(self, row: tuple) -> list:
+        row = list(row)
+        for index, processor in self._results:
+            row[index] = processor(row[index])
+        return row
