@@ -204,13 +204,23 @@ def insert_reserving_positions(
     Returns, per part, the returned values of its rows inserted.
     """
     present = [(index, part) for index, part in enumerate(parts) if part[1]]
-    shape = tuple((model, tuple(rows[0]), conflict, returning.key) for _, (model, rows, conflict, returning) in present)
+    # One live session (a returning customer's text at low load) is matched by ``id = :id``, not by
+    # ``id = ANY(:ids)``: PostgreSQL's generic plan for an array assumes ten ids and looks ten times
+    # costlier than the one-id plan, so it would plan the prepared statement afresh on every
+    # execution (measured: 0.1-1.4 ms of planning against 0.3-1.2 ms of execution).
+    single = len(live) == 1
+    shape = (single, *((model, tuple(rows[0]), conflict, returning.key)
+                       for _, (model, rows, conflict, returning) in present))
     statement = _RESERVING_STATEMENTS.get(shape)
     if statement is None:
         statement = _RESERVING_STATEMENTS[shape] = DriverStatement(_reserving_statement(shape), connection.dialect)
     changes = {session.id: [count, expires_at(session.created_at, session.expiration_seconds, now,
                                               session.inactivity_seconds)] for session, count in live}
-    parameters = {"ids": sorted(changes), "changes": json.dumps(changes, default=json_value), "now": now}
+    parameters = {"changes": json.dumps(changes, default=json_value), "now": now}
+    if single:
+        parameters["id"] = live[0][0].id
+    else:
+        parameters["ids"] = sorted(changes)
     parameters.update({f"rows{position}": json_rows(model, rows) for position, (_, (model, rows, _, _)) in enumerate(present)})
     inserted: list[list] = [[] for _ in parts]
     for position, value in statement.rows(connection, parameters):
@@ -224,17 +234,19 @@ _CHANGE = "CAST(CAST(:changes AS jsonb) -> {id} ->> {field} AS {kind})"
 
 
 def _reserving_statement(shape: tuple):
+    single, *parts = shape
     ctes = [
         "reserved AS (UPDATE sessions SET last_seq = sessions.last_seq + "
         + _CHANGE.format(id="sessions.id", field=0, kind="integer")
         + ", expires_at = " + _CHANGE.format(id="sessions.id", field=1, kind="timestamp")
-        + ", last_activity_at = :now, updated_at = :now WHERE sessions.id = ANY(CAST(:ids AS varchar[])) "
-        "RETURNING sessions.id, sessions.last_seq)"
+        + ", last_activity_at = :now, updated_at = :now WHERE sessions.id = "
+        + ("CAST(:id AS varchar)" if single else "ANY(CAST(:ids AS varchar[]))")
+        + " RETURNING sessions.id, sessions.last_seq)"
     ]
     # The reserved sessions come first in the result, so that their UPDATE runs before the inserts.
     selects = ["SELECT -1 AS part, CAST(reserved.id AS varchar) AS value FROM reserved"]
-    last = len(shape) - 1
-    for position, (model, columns, conflict, returning) in enumerate(shape):
+    last = len(parts) - 1
+    for position, (model, columns, conflict, returning) in enumerate(parts):
         table = model.__table__
         names = [column_of(model, key).name for key in columns]
         values = [f'rows."{name}"' for name in names]

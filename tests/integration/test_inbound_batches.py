@@ -325,6 +325,29 @@ def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_o
     assert {s.name: s.last_seq for s in sessions_of(runtime)} == {CUSTOMER: 3, OTHER_CUSTOMER: 1}
 
 
+def test_texts_to_live_sessions_reuse_a_generic_plan_on_postgres(runtime, queue, number):
+    """A returning customer's text, alone, is written by a statement PostgreSQL plans once and then reuses
+    (psycopg prepares it after five runs): with the session's id as an array, the generic plan looked
+    ten times costlier than a fresh one, and every text paid for planning again."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("prepared statements and their plans are PostgreSQL's")
+    # Enough sessions, and their statistics, for the planner's estimates to tell one id from ten.
+    customers = [f"+1415555{n:04d}" for n in range(2000)]
+    for start in range(0, len(customers), 500):
+        store_texts(runtime, [sms("first", f"SMg{n}a", from_=customers[n]) for n in range(start, start + 500)])
+    with runtime.engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE sessions")
+    for n, customer in enumerate(customers[:25]):
+        assert store_texts(runtime, [sms("again", f"SMg{n}b", from_=customer)])[0].session_created is False
+    # One text at a time, so one pooled connection ran them all; its prepared statements are visible to it.
+    with runtime.engine.connect() as connection:
+        plans = connection.exec_driver_sql(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'WITH reserved AS (UPDATE sessions%%' AND statement NOT LIKE '%%customers%%'").all()
+    assert plans, "the write of a text to a live session was never prepared"
+    assert sum(generic for generic, _ in plans) >= 10, plans  # of 25 runs: psycopg prepares at the 6th, PostgreSQL tries 5 custom plans first
+
+
 def test_a_session_deleted_after_the_lookup_gets_its_text_in_a_new_session(runtime, queue, number, monkeypatch):
     """The conversation's session was deleted (DELETE /api/sessions/{id}) just after the lookup: the write
     fails as a whole (its text refers to no session) and the careful way opens a new session for it."""
