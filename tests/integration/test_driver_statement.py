@@ -94,3 +94,10 @@ def test_a_broken_connection_is_invalidated_not_handed_out_again(engine):
 def test_other_paramstyles_are_refused():
     with pytest.raises(ValueError, match="named parameters"):
         DriverStatement(text("SELECT 1"), create_engine("sqlite://").dialect)
+
+
+def test_a_connection_inside_a_transaction_is_refused(engine):
+    """SQLAlchemy would not know the driver began a transaction, and could drop its writes: refused."""
+    with engine.connect() as connection:
+        with pytest.raises(RuntimeError, match="autocommit"):
+            DriverStatement(text("SELECT 1"), engine.dialect).rows(connection, {})
