@@ -325,12 +325,13 @@ def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_o
     assert {s.name: s.last_seq for s in sessions_of(runtime)} == {CUSTOMER: 3, OTHER_CUSTOMER: 1}
 
 
+# Prepared statements and their plans are PostgreSQL's: this test runs there only.
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_texts_to_live_sessions_reuse_a_generic_plan_on_postgres(runtime, queue, number):
     """A returning customer's text, alone, is written by a statement PostgreSQL plans once and then reuses
     (psycopg prepares it after five runs): with the session's id as an array, the generic plan looked
     ten times costlier than a fresh one, and every text paid for planning again."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("prepared statements and their plans are PostgreSQL's")
+    assert runtime.engine.dialect.name == "postgresql"
     # Enough sessions, and their statistics, for the planner's estimates to tell one id from ten.
     customers = [f"+1415555{n:04d}" for n in range(2000)]
     for start in range(0, len(customers), 500):
