@@ -211,9 +211,10 @@ def insert_reserving_positions(
     single = len(live) == 1
     shape = (single, *((model, tuple(rows[0]), conflict, returning.key)
                        for _, (model, rows, conflict, returning) in present))
-    statement = _RESERVING_STATEMENTS.get(shape)
+    key = (connection.dialect, shape)  # a DriverStatement holds its dialect's type conversions
+    statement = _RESERVING_STATEMENTS.get(key)
     if statement is None:
-        statement = _RESERVING_STATEMENTS[shape] = DriverStatement(_reserving_statement(shape), connection.dialect)
+        statement = _RESERVING_STATEMENTS[key] = DriverStatement(_reserving_statement(shape), connection.dialect)
     changes = {session.id: [count, expires_at(session.created_at, session.expiration_seconds, now,
                                               session.inactivity_seconds)] for session, count in live}
     parameters = {"changes": json.dumps(changes, default=json_value), "now": now}
