@@ -7,6 +7,8 @@ from typing import Any
 
 from rq import Queue
 
+from gateway.jobs.job_hash import JobHashes
+
 QUEUE_NAME = "gateway"
 ENTRY_POINT = "gateway.jobs.run"
 # Jobs hold their session's lease for at most lease_seconds per engine try; RQ's
@@ -28,28 +30,27 @@ class RedisJobQueue:
         # the sweep re-enqueues whatever could not be enqueued.
         self.connection = Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
+        # Jobs due now are written as RQ's enqueue would write them, without its per-job cost (see job_hash).
+        self.hashes = JobHashes(self.queue, ENTRY_POINT, timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL,
+                                failure_ttl=FAILURE_TTL)
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None:
         # One pipeline, so one round trip to Redis: without it RQ makes two per job. Not a MULTI/EXEC
         # transaction: Redis runs one connection's commands in order, so a job's hash is written
         # before its id reaches the queue, and the sweep re-enqueues work whose job was lost.
+        if delay <= 0:
+            self.enqueue_many([(job, args)])
+            return
         with self.connection.pipeline(transaction=False) as pipeline:
-            options = dict(job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, pipeline=pipeline)
-            if delay > 0:
-                self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
-                                      job, *args, **options)
-            else:
-                self.queue.enqueue(ENTRY_POINT, job, *args, **options)
+            self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
+                                  job, *args, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                                  pipeline=pipeline)
             pipeline.execute()
 
     def enqueue_many(self, jobs: list[tuple[str, tuple]]) -> None:
-        # RQ's batch enqueue, in one pipeline: one round trip to Redis for a whole batch of webhooks.
+        # One pipeline, so one round trip to Redis for a whole batch of webhooks.
         with self.connection.pipeline(transaction=False) as pipeline:
-            self.queue.enqueue_many(
-                [Queue.prepare_data(ENTRY_POINT, (job, *args), timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL,
-                                    failure_ttl=FAILURE_TTL) for job, args in jobs],
-                pipeline=pipeline,
-            )
+            self.hashes.write(pipeline, [(job, *args) for job, args in jobs], datetime.now(timezone.utc))
             pipeline.execute()
 
     def ping(self) -> None:

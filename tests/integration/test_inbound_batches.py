@@ -3,6 +3,8 @@ the same texts would have stored one by one, on SQLite and on PostgreSQL (SPEC 5
 
 from __future__ import annotations
 
+import collections
+import re
 import threading
 from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
@@ -328,9 +330,10 @@ def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_o
 # Prepared statements and their plans are PostgreSQL's: this test runs there only.
 @pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_texts_to_live_sessions_reuse_a_generic_plan_on_postgres(runtime, queue, number):
-    """A returning customer's text, alone, is written by a statement PostgreSQL plans once and then reuses
-    (psycopg prepares it after five runs): with the session's id as an array, the generic plan looked
-    ten times costlier than a fresh one, and every text paid for planning again."""
+    """Texts of returning customers, alone or several in a batch, are written by statements PostgreSQL
+    plans once and then reuses (psycopg prepares each after five runs): with the sessions' ids as an
+    array, the generic plan assumed ten ids and looked costlier than a fresh plan for the few a batch
+    holds, so every batch paid for planning again."""
     assert runtime.engine.dialect.name == "postgresql"
     # Enough sessions, and their statistics, for the planner's estimates to tell one id from ten.
     customers = [f"+1415555{n:04d}" for n in range(2000)]
@@ -338,15 +341,30 @@ def test_texts_to_live_sessions_reuse_a_generic_plan_on_postgres(runtime, queue,
         store_texts(runtime, [sms("first", f"SMg{n}a", from_=customers[n]) for n in range(start, start + 500)])
     with runtime.engine.connect() as connection:
         connection.exec_driver_sql("ANALYZE sessions")
+    ran_on = set()  # prepared statements are each connection's own: those that wrote are read below
+
+    def note_connection(connection, cursor, statement, *args):
+        if statement.startswith("WITH reserved AS (UPDATE sessions"):
+            ran_on.add(connection.connection.driver_connection)
+
+    event.listen(runtime.engine, "before_cursor_execute", note_connection)
     for n, customer in enumerate(customers[:25]):
         assert store_texts(runtime, [sms("again", f"SMg{n}b", from_=customer)])[0].session_created is False
-    # One text at a time, so one pooled connection ran them all; its prepared statements are visible to it.
-    with runtime.engine.connect() as connection:
-        plans = connection.exec_driver_sql(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE 'WITH reserved AS (UPDATE sessions%%' AND statement NOT LIKE '%%customers%%'").all()
-    assert plans, "the write of a text to a live session was never prepared"
-    assert sum(generic for generic, _ in plans) >= 10, plans  # of 25 runs: psycopg prepares at the 6th, PostgreSQL tries 5 custom plans first
+    for start in range(25, 100, 3):  # three returning customers a batch
+        batch = [sms("again", f"SMg{n}b", from_=customers[n]) for n in range(start, start + 3)]
+        assert [r.session_created for r in store_texts(runtime, batch)] == [False] * 3
+    event.remove(runtime.engine, "before_cursor_execute", note_connection)
+    plans = collections.Counter()  # generic plans, by the number of live sessions a statement matches
+    for driver_connection in ran_on:  # back in the pool, idle
+        for statement, generic in driver_connection.execute(
+                "SELECT statement, generic_plans FROM pg_prepared_statements "
+                "WHERE starts_with(statement, 'WITH reserved AS (UPDATE sessions') "
+                "AND position('INSERT INTO customers' IN statement) = 0").fetchall():
+            listed = re.search(r"WHERE sessions\.id IN \(((CAST\(\$\d+ AS varchar\)(, )?)+)\)", statement)
+            plans[len(listed.group(1).split(", ")) if listed else statement[statement.index("WHERE"):]] += generic
+        driver_connection.rollback()
+    # Of 25 runs of each: psycopg prepares at the 6th, PostgreSQL tries 5 custom plans first.
+    assert plans[1] >= 10 and plans[3] >= 10, plans
 
 
 def test_a_session_deleted_after_the_lookup_gets_its_text_in_a_new_session(runtime, queue, number, monkeypatch):
