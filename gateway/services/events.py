@@ -53,13 +53,18 @@ def emit(tx: DbSession, assistant_id: str | None, event_type: str, name: str, vi
     """
     if not subscribes(tx, assistant_id, event_type):
         return None
+    row = event_row(assistant_id, event_type, name, view() if callable(view) else view, now)
+    tx.add(Event(**row))
+    tx.info.setdefault(PENDING_KEY, []).append(row["id"])
+    return row["id"]
+
+
+def event_row(assistant_id: str, event_type: str, name: str, body: dict, now: datetime) -> dict:
+    """The outbox row of an event about ``body`` (the object's view, under ``name``), pending delivery."""
     event_id = new_id()
-    body = view() if callable(view) else view
     payload = {"message": {"id": event_id, "type": event_type, "timestamp": iso(now), name: body}}
-    tx.add(Event(id=event_id, assistant_id=assistant_id, type=event_type, payload=payload, status="pending",
-                 attempts=0, next_attempt_at=now, created_at=now))
-    tx.info.setdefault(PENDING_KEY, []).append(event_id)
-    return event_id
+    return dict(id=event_id, assistant_id=assistant_id, type=event_type, payload=payload, status="pending",
+                attempts=0, next_attempt_at=now, created_at=now)
 
 
 def subscribes(tx: DbSession, assistant_id: str | None, event_type: str) -> bool:

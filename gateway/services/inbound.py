@@ -15,6 +15,7 @@ import functools
 import logging
 from datetime import datetime
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Mapping
 
 from sqlalchemy import Integer, Select, String, bindparam, select, union_all
@@ -23,11 +24,12 @@ from sqlalchemy.orm import Session as DbSession, load_only
 
 from gateway import metrics
 from gateway.services import events
-from gateway.db.models import Assistant, Customer, Message, PhoneNumber, Session, new_id
+from gateway.db.models import Assistant, Customer, Event, Message, PhoneNumber, Session, new_id
 from gateway.db.driver import DriverStatement
 from gateway.db.ops import autocommit, insert_many_or_ignore, insert_together
 from gateway.domain.phone import InvalidNumber, mask, to_e164
 from gateway.errors import BadRequest
+from gateway.views import session_view
 from gateway.services.sessions import (
     Conversation, NewSession, conversation_key, created_session, customer_rows, ensure_customers, insert_reserving_positions,
     new_session_values, open_sms_sessions, reserve_sessions,
@@ -66,6 +68,8 @@ class Accepted:
     session_id: str | None = None
     session_created: bool = False
     completed_id: str | None = None  # the expired session this text closed, if any
+    # Events written with the text outside an ORM transaction (see _store), to be enqueued with its turn.
+    events: tuple[str, ...] = ()
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundSms:
@@ -130,7 +134,7 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     metrics.inbound_batch(len(batch))
     # On PostgreSQL the new rows of all three tables go in one statement (see _store).
     accepted = _store_batch(runtime, batch, together=runtime.engine.dialect.name == "postgresql")
-    turns = []
+    turns, deliveries = [], []
     for sms, result in zip(batch, accepted):
         if result.outcome == "stored":
             log.info(
@@ -141,11 +145,13 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
                 log.info("event=session.completed session=%s reason=expired", result.completed_id)
             if result.session_id not in turns:
                 turns.append(result.session_id)
+            deliveries.extend(result.events)
         elif result.outcome == "duplicate":
             log.info("event=webhook.duplicate sid=%s", sms.sid)
         else:
             log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
-    runtime.enqueue_many([("process_turns", (session_id,)) for session_id in turns])
+    runtime.enqueue_many([("process_turns", (session_id,)) for session_id in turns]
+                         + [("deliver_event", (event_id,)) for event_id in deliveries])
     return accepted
 
 
@@ -184,19 +190,18 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
 
 def _needs_transaction(found: "_Found", now) -> bool:
     """Whether storing a text takes more than inserting rows and reserving positions: completing an
-    expired session, or writing the session.created event of the session it opens."""
-    expired = found.session is not None and found.session.expires_at <= now
-    opens_session = found.session is None or expired
-    return expired or (opens_session and "session.created" in found.subscriber.event_types)
+    expired session (and the events of both sessions, read from the rows)."""
+    return found.session is not None and found.session.expires_at <= now
 
 
 def _store_together(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     """PostgreSQL: the lookup as one autocommit read, then the batch's writes.
 
-    When no text finds an expired session and no session.created event is due (nearly always),
-    the writes are one statement, atomic by itself: it reserves the positions of the live sessions
-    and inserts the new customers, sessions and texts. It runs in autocommit too, so a webhook
-    costs two round trips (no BEGIN, no COMMIT; a text to a live session used to take five).
+    When no text finds an expired session (nearly always), the writes are one statement, atomic by
+    itself: it reserves the positions of the live sessions and inserts the new customers, sessions,
+    their session.created events (for assistants that subscribe) and texts. It runs in autocommit
+    too, so a webhook costs two round trips (no BEGIN, no COMMIT; a text to a live session used to
+    take five, a first text to a subscriber's number one per row and event).
     Otherwise the writes run in one transaction. Under READ COMMITTED the lookup saw no more
     inside a transaction than it does outside.
     """
@@ -272,19 +277,27 @@ def _store(tx, batch: list[InboundSms], found: list["_Found | None"], now, toget
     for group, (session_id, seqs, _, _) in zip(groups, places):
         rows.extend(_message_row(batch[index], session_id, seq, now) for index, seq in zip(group.texts, seqs))
     rows.sort(key=lambda row: row["twilio_sid"])  # in key order: see insert_many_or_ignore
+    written: dict[int, tuple[str, ...]] = {}  # per conversation, the events written by the one statement
     if together:
         sessions = sorted((new.values for new in to_create), key=lambda values: values["active_key"])  # key order
         if in_transaction:
-            inserted = insert_together(tx, [(Customer, new_customers, "number", Customer.number),
-                                            (Session, sessions, "active_key", Session.active_key),
-                                            (Message, rows, "twilio_sid", Message.twilio_sid)])
+            parts = [(Customer, new_customers, "number", Customer.number),
+                     (Session, sessions, "active_key", Session.active_key),
+                     (Message, rows, "twilio_sid", Message.twilio_sid)]
+            inserted = insert_together(tx, parts)
         else:
+            # No ORM transaction to write the session.created events: they join the statement.
+            created_events = {new.index: _created_event(groups[new.index], new.values, now) for new in to_create
+                              if "session.created" in groups[new.index].found.subscriber.event_types}
+            written = {index: (row["id"],) for index, row in created_events.items()}
             # Autocommit: a text whose MessageSid is taken must fail the statement (a unique
             # violation, see _store_batch), not be skipped: nothing could roll back the rest.
-            inserted = insert_reserving_positions(tx, live, now, [(Customer, new_customers, "number", Customer.number),
-                                                                  (Session, sessions, "active_key", Session.active_key),
-                                                                  (Message, rows, None, Message.twilio_sid)])
-        if [len(values) for values in inserted] != [len(new_customers), len(sessions), len(rows)]:
+            parts = [(Customer, new_customers, "number", Customer.number),
+                     (Session, sessions, "active_key", Session.active_key),
+                     (Event, list(created_events.values()), None, Event.id),
+                     (Message, rows, None, Message.twilio_sid)]
+            inserted = insert_reserving_positions(tx, live, now, parts)
+        if [len(values) for values in inserted] != [len(part[1]) for part in parts]:
             raise _LostRace  # rolls back the whole batch, session work included
         if in_transaction:
             for new in to_create:
@@ -292,13 +305,23 @@ def _store(tx, batch: list[InboundSms], found: list["_Found | None"], now, toget
     elif len(insert_many_or_ignore(tx, Message, rows, "twilio_sid", Message.twilio_sid)) != len(rows):
         raise _LostRace  # rolls back the whole batch, session work included
     ids = {row["twilio_sid"]: row["id"] for row in rows}
-    for group, (session_id, _, created, completed_id) in zip(groups, places):
+    for conversation, (group, (session_id, _, created, completed_id)) in enumerate(zip(groups, places)):
         for position, index in enumerate(group.texts):
             # As if the texts had come one by one: the first of them opened the session.
             first = position == 0
             accepted[index] = Accepted("stored", ids[batch[index].sid], session_id, created and first,
-                                       completed_id if first else None)
+                                       completed_id if first else None, written.get(conversation, ()) if first else ())
     return accepted  # type: ignore[return-value]  # all filled
+
+
+def _created_event(conversation: _Conversation, values: dict, now) -> dict:
+    """The session.created event row of a session about to be inserted with ``values``: the view an ORM
+    transaction would build of it (events.session_event), from the same values."""
+    found = conversation.found
+    customer = SimpleNamespace(number=conversation.customer_number,
+                               name=found.customer_name if found.customer_id is not None else None)
+    return events.event_row(values["assistant_id"], "session.created", "session",
+                            session_view(SimpleNamespace(**values), customer), now)
 
 
 def _message_row(sms: InboundSms, session_id: str, seq: int, now) -> dict:
@@ -330,6 +353,7 @@ class _Found:
     session: "Session | _ActiveSession | None"  # the conversation's active session, expired or not
     customer_id: str | None
     duplicate_id: str | None  # an earlier message with this MessageSid
+    customer_name: str | None = None  # read by the plain lookup, for a session.created event's view
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +415,8 @@ def _run_lookup(source, indexed: list[tuple[int, InboundSms]], by_service: bool,
         number = _Number(row.number_id, row.assistant_id, row.session_expiration_seconds, row.session_inactivity_seconds)
         session = (_ActiveSession(row.session_id, row.status, row.expires_at, row.created_at, row.expiration_seconds,
                                   row.inactivity_seconds) if row.session_id is not None else None)
-        yield row.i, _Found(number, events.Subscriber.of(row), session, row.customer_id, row.duplicate_id)
+        yield row.i, _Found(number, events.Subscriber.of(row), session, row.customer_id, row.duplicate_id,
+                            row.customer_name)
 
 
 @functools.lru_cache(maxsize=512)
@@ -412,7 +437,6 @@ def _lookup(size: int, by_service: bool, plain: bool) -> Select:
         for row in range(size)
     )).cte("texts")
     matches = PhoneNumber.messaging_service_sid == texts.c.service if by_service else PhoneNumber.number == texts.c.to
-    customer_id = select(Customer.id).where(Customer.number == texts.c.customer).scalar_subquery()
     duplicate_id = select(Message.id).where(Message.twilio_sid == texts.c.sid).scalar_subquery()
     if plain:
         # Only the columns storing a text reads, as plain values: no ORM objects to build.
@@ -421,16 +445,17 @@ def _lookup(size: int, by_service: bool, plain: bool) -> Select:
             PhoneNumber.session_inactivity_seconds, Assistant.server_url, Assistant.server_events,
             Session.id.label("session_id"), Session.status, Session.expires_at, Session.created_at,
             Session.expiration_seconds, Session.inactivity_seconds,
-            customer_id.label("customer_id"), duplicate_id.label("duplicate_id"),
+            Customer.id.label("customer_id"), Customer.name.label("customer_name"), duplicate_id.label("duplicate_id"),
         )
     else:
-        columns = (texts.c.i, PhoneNumber, Assistant, Session, customer_id, duplicate_id)
+        columns = (texts.c.i, PhoneNumber, Assistant, Session, Customer.id, duplicate_id)
     statement = (
         select(*columns)
         .select_from(texts)
         .join(PhoneNumber, matches)
         .outerjoin(Assistant, Assistant.id == PhoneNumber.assistant_id)
         .outerjoin(Session, Session.active_key == PhoneNumber.id + ":" + texts.c.customer)
+        .outerjoin(Customer, Customer.number == texts.c.customer)
     )
     if plain:
         return statement

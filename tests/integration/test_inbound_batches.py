@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from gateway import create_app
 from gateway.db.group_commit import GroupCommit
-from gateway.db.models import Customer, Message, Session
+from gateway.db.models import Customer, Event, Message, Session
 from gateway.schemas import PhoneNumberCreate
 from gateway.services import inbound
 from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
@@ -325,6 +325,46 @@ def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_o
     assert stored == {"SMo1": (first.session_id, 1), "SMo2": (first.session_id, 2), "SMo4": (first.session_id, 3),
                       "SMo3": (results[1].session_id, 1)}
     assert {s.name: s.last_seq for s in sessions_of(runtime)} == {CUSTOMER: 3, OTHER_CUSTOMER: 1}
+
+
+def test_session_created_events_are_written_with_the_sessions_they_report(runtime, queue, assistant):
+    """A number whose assistant subscribes to session.created: each session a batch opens has its event,
+    whose view is the session as stored (with the name of a customer known before), and its delivery
+    is enqueued with the turns. On PostgreSQL the events join the batch's one write in autocommit."""
+    from gateway.schemas import AssistantCreate, SessionCreate
+    from gateway.services.assistants import create_assistant
+    from gateway.services.session_api import create_session
+    from gateway.views import session_view
+
+    hooked = create_assistant(runtime, AssistantCreate(
+        name="Hooked", engine={"provider": "echo"}, serverUrl="https://hooks.example.com/gateway",
+        serverEvents=["session.created"]))
+    create_phone_number(runtime, PhoneNumberCreate(number=BUSINESS, assistantId=hooked.id, messagesPerSecond=1000))
+    # A customer known by name (from a web session of another assistant) before the first text.
+    create_session(runtime, SessionCreate(assistantId=assistant.id, customer={"number": OTHER_CUSTOMER, "name": "Ann"}))
+    queue.jobs.clear()
+
+    results = []
+    sent = statements_of(runtime, lambda: results.extend(store_texts(runtime, [
+        sms("hi", "SMe1"), sms("hello", "SMe2", from_=OTHER_CUSTOMER), sms("me again", "SMe3")])))
+
+    if runtime.engine.dialect.name == "postgresql":
+        assert sent == 2
+    assert [(r.outcome, r.session_created) for r in results] == [("stored", True), ("stored", True), ("stored", False)]
+    with runtime.db.begin() as tx:
+        written = {e.payload["message"]["session"]["id"]: e
+                   for e in tx.scalars(select(Event).where(Event.assistant_id == hooked.id))}
+        assert sorted(written) == sorted({results[0].session_id, results[1].session_id})
+        for session_id, event_row in written.items():
+            session = tx.get(Session, session_id)
+            assert event_row.payload["message"]["session"] == session_view(session, tx.get(Customer, session.customer_id))
+            assert event_row.payload["message"]["id"] == event_row.id
+            assert (event_row.type, event_row.status, event_row.attempts) == ("session.created", "pending", 0)
+        assert written[results[1].session_id].payload["message"]["session"]["customer"] == {
+            "number": OTHER_CUSTOMER, "name": "Ann"}
+    assert sorted(args[0] for job, args, _ in queue.jobs if job == "deliver_event") == sorted(
+        e.id for e in written.values())
+    assert sorted(turns(queue)) == sorted({results[0].session_id, results[1].session_id})
 
 
 # Prepared statements and their plans are PostgreSQL's: this test runs there only.
