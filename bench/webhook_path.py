@@ -7,10 +7,12 @@ gateway's own work per webhook can be compared run to run and with a git ref:
 the bare Flask app, the signature app (form + RequestValidator), and the
 gateway with PostgreSQL and RQ on a redis-server of its own. Each round runs in
 a fresh process on a fresh database: first texts of new customers (a session
-opened per text), then a second text of each (to a live session). Webhooks go
-one at a time (batches of one, as at half the peak) and then four at a time
-from four threads, which group commit stores together as under load. Logs go
-to a file at INFO, as in production.
+opened per text), then a second text of each (to a live session), then first
+texts to a second number whose assistant subscribes to session.created (an
+event written with each session). Webhooks go one at a time (batches of one,
+as at half the peak) and then four at a time from four threads, which group
+commit stores together as under load. Logs go to a file at INFO, as in
+production.
 
     .venv/bin/python bench/webhook_path.py [--texts 400] [--rounds 3] [--baseline HEAD] [--profile]
 """
@@ -30,7 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("bare", "signature", "new, alone", "returning, alone", "new, 4 at once", "returning, 4 at once")
+CASES = ("bare", "signature", "new, alone", "returning, alone", "new, 4 at once", "returning, 4 at once",
+         "subscriber, new, alone", "subscriber, new, 4 at once")
+# A second business number, whose assistant takes session.created events: each first text writes one.
+SUBSCRIBER_NUMBER = "+14155550177"
 PUBLIC_URL = "https://gateway.bench.example"
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -92,12 +97,16 @@ def child(texts: int, profile: Path | None) -> dict:
         gateway = create_app(runtime=runtime)
         assistant = create_assistant(runtime, AssistantCreate(name="Echo", engine={"provider": "echo"}))
         create_phone_number(runtime, PhoneNumberCreate(number=BUSINESS, assistantId=assistant.id))
+        hooked = create_assistant(runtime, AssistantCreate(
+            name="Hooked", engine={"provider": "echo"}, serverUrl="https://hooks.bench.example/gateway",
+            serverEvents=["session.created"]))
+        create_phone_number(runtime, PhoneNumberCreate(number=SUBSCRIBER_NUMBER, assistantId=hooked.id))
         validator = RequestValidator(AUTH_TOKEN)
 
-        def requests(round_: int, start: int, count: int) -> list[dict]:
+        def requests(round_: int, start: int, count: int, to: str = BUSINESS) -> list[dict]:
             out = []
             for n in range(start, start + count):
-                params = webhook_params(customer_number(n), n + round_)
+                params = webhook_params(customer_number(n), n + round_, to=to)
                 out.append(_environ(params, validator.compute_signature(PUBLIC_URL + "/twilio/sms", params)))
             return out
 
@@ -108,6 +117,8 @@ def child(texts: int, profile: Path | None) -> dict:
             "returning, alone": (gateway, requests(1, 0, texts)),
             "new, 4 at once": (gateway, requests(0, texts, texts)),
             "returning, 4 at once": (gateway, requests(1, texts, texts)),
+            "subscriber, new, alone": (gateway, requests(0, 2 * texts, texts, SUBSCRIBER_NUMBER)),
+            "subscriber, new, 4 at once": (gateway, requests(0, 3 * texts, texts, SUBSCRIBER_NUMBER)),
         }
         # Warm up: imports, compiled statements, pools. The gateway's warm-up texts are extra customers.
         for app in (plan["bare"][0], plan["signature"][0]):
@@ -153,7 +164,7 @@ def child(texts: int, profile: Path | None) -> dict:
                 profiler.disable()
         if profiler:
             profiler.dump_stats(str(profile))
-        _check_stored(runtime, 4 * texts + 8)
+        _check_stored(runtime, 6 * texts + 8)
         return {"cpu_us": cpu, "wall_us": wall, "statements": trips}
     finally:
         if runtime is not None:
