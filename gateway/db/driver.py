@@ -1,9 +1,11 @@
-"""Statements run on the driver's own cursor: the webhook's two statements, past SQLAlchemy's execution.
+"""Statements run on the driver's own cursor: the webhook's two statements and the workers' autocommit
+reads and lease updates (``gateway.db.ops.read_rows``, ``execute_alone``), past SQLAlchemy's execution.
 
 For a statement already compiled, SQLAlchemy's execution (the compiled-cache lookup, an
 execution context, result metadata read from the cursor's description, row processing) costs
 about as much CPU as psycopg's own work. The webhook runs two statements per batch, and at low
-load every batch is one text: that layer was a sixth of a webhook's CPU in the web process.
+load every batch is one text: that layer was a sixth of a webhook's CPU in the web process. A
+worker runs some 25 statements per text, a third of them alone in autocommit.
 
 A DriverStatement is still SQLAlchemy's statement, compiled once by SQLAlchemy for the dialect:
 its SQL, its bind types and its result types are SQLAlchemy's; only the execution is the
@@ -28,16 +30,24 @@ from sqlalchemy import Connection, exc
 class DriverStatement:
     """A statement compiled once for ``dialect``; ``rows`` runs it on a connection's driver cursor."""
 
-    def __init__(self, statement, dialect):
+    def __init__(self, statement, dialect, column_keys: tuple[str, ...] | None = None):
+        """``column_keys``: the names of the parameters it will run with, as SQLAlchemy's execution compiles
+        an INSERT or UPDATE (a parameter named after a column the statement does not set is SET too)."""
         if dialect.paramstyle != "pyformat":
             raise ValueError(f"DriverStatement needs named parameters, not {dialect.paramstyle} ({dialect.name})")
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys is not None else None)
         if compiled.escaped_bind_names:
             raise ValueError("DriverStatement: a bound parameter's name needs escaping; name it plainly")
         self.sql = compiled.string
         self._constants: dict[str, Any] = {}  # values bound in the statement itself, such as a literal ":"
         self._processors: dict[str, Any] = {}  # per parameter given at run time, its type's conversion
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # Column defaults computed in Python at execution time (``default=``/``onupdate=``): only
+            # SQLAlchemy's execution context runs them.
+            raise ValueError("DriverStatement: the statement has column defaults computed at execution time")
         for bind, name in compiled.bind_names.items():
+            if bind.expanding or bind.literal_execute:
+                raise ValueError(f"DriverStatement: parameter {name!r} is rendered at execution time")
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required:
                 if processor is not None:
@@ -45,16 +55,23 @@ class DriverStatement:
             else:
                 value = bind.effective_value
                 self._constants[name] = processor(value) if processor is not None else value
-        columns = list(getattr(statement, "selected_columns", ()))
-        self._row = namedtuple("Row", [column.key for column in columns], rename=True) if columns else None
-        self._results = [
-            (index, processor) for index, column in enumerate(columns)
-            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
-        ]
+        self._columns = list(getattr(statement, "selected_columns", ()))
+        self._row = namedtuple("Row", [column.key for column in self._columns], rename=True) if self._columns else None
+        self._dialect = dialect
+        # Per selected column, its type's conversion of the driver's value. Some depend on the type the
+        # server sent (a numeric's), so they are built from the first result's description.
+        self._results: list | None = None if self._columns else []
 
     def rows(self, connection: Connection, parameters: dict[str, Any]) -> list:
         """Run with ``parameters`` (by name, unprocessed, as for ``connection.execute``); all the rows returned,
         as named tuples when the statement selects named columns, else as plain tuples."""
+        return self._run(connection, parameters)[0]
+
+    def rowcount(self, connection: Connection, parameters: dict[str, Any]) -> int:
+        """Run with ``parameters``; the number of rows it matched (an UPDATE's or DELETE's), as ``CursorResult.rowcount``."""
+        return self._run(connection, parameters)[1]
+
+    def _run(self, connection: Connection, parameters: dict[str, Any]) -> tuple[list, int]:
         values = {**self._constants, **parameters}
         for name, processor in self._processors.items():
             values[name] = processor(values[name])
@@ -69,6 +86,9 @@ class DriverStatement:
             connection.dispatch.before_cursor_execute(connection, cursor, self.sql, values, None, False)
             cursor.execute(self.sql, values)
             rows = cursor.fetchall() if cursor.description is not None else []
+            matched = cursor.rowcount
+            if self._results is None and cursor.description is not None:
+                self._results = self._result_processors(cursor.description)
         except dialect.loaded_dbapi.Error as error:
             broken = dialect.is_disconnect(error, driver_connection, cursor)
             if broken:
@@ -82,7 +102,15 @@ class DriverStatement:
             rows = [self._processed(row) for row in rows]
         if self._row is not None:
             rows = [self._row._make(row) for row in rows]
-        return rows
+        return rows, matched
+
+    def _result_processors(self, description) -> list:
+        dialect = self._dialect
+        return [
+            (index, processor) for index, (column, described) in enumerate(zip(self._columns, description))
+            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, described.type_code))
+            is not None
+        ]
 
     def _processed(self, row: tuple) -> list:
         row = list(row)

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import Column, Connection, Integer, bindparam, literal, literal_column, select, text, union_all
 from sqlalchemy.orm import Session as DbSession, make_transient_to_detached
 
+from gateway.db.driver import DriverStatement
+
 
 def insert_or_ignore(
     tx: DbSession, model: type, values: dict[str, Any], conflict_on: str | list[str], returning: Column
@@ -217,6 +219,9 @@ def execute_alone(engine, statement, parameters: dict | None = None) -> int:
     """
     if engine.dialect.name == "postgresql":
         with autocommit(engine) as connection:
+            driver = driver_statement(statement, connection.dialect, tuple(sorted(parameters or ())))
+            if driver is not None:
+                return driver.rowcount(connection, parameters or {})
             return connection.execute(statement, parameters).rowcount
     with engine.begin() as connection:
         return connection.execute(statement, parameters).rowcount
@@ -231,6 +236,23 @@ def read_rows(engine, statement, parameters: dict | None = None) -> list:
     """
     if engine.dialect.name == "postgresql":
         with autocommit(engine) as connection:
+            driver = driver_statement(statement, connection.dialect, tuple(sorted(parameters or ())))
+            if driver is not None:
+                return driver.rows(connection, parameters or {})
             return connection.execute(statement, parameters).all()
     with engine.begin() as connection:
         return connection.execute(statement, parameters).all()
+
+
+@functools.lru_cache(maxsize=256)
+def driver_statement(statement, dialect, parameter_names: tuple[str, ...]) -> DriverStatement | None:
+    """``statement`` run on the driver's cursor (see gateway.db.driver), compiled once for the parameters
+    it is given (as SQLAlchemy compiles an INSERT or UPDATE); None when only SQLAlchemy's execution can
+    run it (parameters rendered at execution time, defaults computed in Python).
+
+    The workers' statements are built once at import, so each is compiled once per process.
+    """
+    try:
+        return DriverStatement(statement, dialect, parameter_names)
+    except ValueError:
+        return None

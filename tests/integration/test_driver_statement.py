@@ -1,16 +1,21 @@
 """gateway.db.driver.DriverStatement: SQLAlchemy's statement on psycopg's cursor, with what the execution
-layer did kept: types both ways, statement listeners, wrapped errors, broken connections invalidated."""
+layer did kept: types both ways, statement listeners, wrapped errors, broken connections invalidated,
+row counts; and the workers' helpers (gateway.db.ops read_rows, execute_alone) that run on it."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import Integer, String, bindparam, create_engine, event, exc, literal, select, text
+from sqlalchemy import (
+    Column, Float, Integer, MetaData, Numeric, String, Table, bindparam, cast, create_engine, event, exc, literal, select,
+    text, update,
+)
 
 from gateway.db.driver import DriverStatement
 from gateway.db.models import UTCDateTime
-from gateway.db.ops import autocommit
+from gateway.db.ops import autocommit, driver_statement, execute_alone, read_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -101,3 +106,77 @@ def test_a_connection_inside_a_transaction_is_refused(engine):
     with engine.connect() as connection:
         with pytest.raises(RuntimeError, match="autocommit"):
             DriverStatement(text("SELECT 1"), engine.dialect).rows(connection, {})
+
+
+@pytest.fixture
+def tables(engine):
+    """Tables of the test's own: one plain, one with a column whose default on UPDATE is computed in Python."""
+    metadata = MetaData()
+    plain = Table("t_driver_plain", metadata, Column("k", Integer, primary_key=True), Column("amount", Numeric(8, 2)),
+                  Column("note", String(20)))
+    stamped = Table("t_driver_stamped", metadata, Column("k", Integer, primary_key=True), Column("note", String(20)),
+                    Column("stamp", String(40), onupdate=lambda: "changed"))
+    metadata.create_all(engine)
+    yield plain, stamped
+    metadata.drop_all(engine)
+
+
+def test_an_update_gives_its_rowcount_and_is_compiled_for_the_parameters_given(engine, tables):
+    """As SQLAlchemy's execution does, an UPDATE without values() sets the columns its parameters name."""
+    plain, _ = tables
+    with autocommit(engine) as connection:
+        connection.execute(plain.insert(), [{"k": 1, "note": "a"}, {"k": 2, "note": "b"}])
+        statement = DriverStatement(update(plain).where(plain.c.k >= bindparam("lowest")), engine.dialect,
+                                    ("lowest", "note"))
+        assert statement.rowcount(connection, {"lowest": 2, "note": "z"}) == 1
+        assert statement.rowcount(connection, {"lowest": 3, "note": "y"}) == 0
+        assert connection.execute(select(plain.c.k, plain.c.note).order_by(plain.c.k)).all() == [(1, "a"), (2, "z")]
+
+
+def test_numeric_results_convert_as_execute_converts_them(engine, tables):
+    """A numeric's conversion depends on the type the server sent: read from the result's description."""
+    plain, _ = tables
+    as_float = select(plain.c.k, cast(plain.c.amount, Float).label("amount"), plain.c.amount.label("exact"))
+    with autocommit(engine) as connection:
+        connection.execute(plain.insert(), {"k": 1, "amount": Decimal("2.50")})
+        expected = connection.execute(as_float).all()
+        rows = DriverStatement(as_float, engine.dialect).rows(connection, {})
+    assert [tuple(row) for row in rows] == [tuple(row) for row in expected] == [(1, 2.5, Decimal("2.50"))]
+    assert isinstance(rows[0].amount, float) and isinstance(rows[0].exact, Decimal)
+
+
+def test_statements_only_sqlalchemys_execution_can_run_are_refused(engine, tables):
+    """Parameters expanded at execution time (IN lists) and defaults computed in Python (``onupdate``)."""
+    plain, stamped = tables
+    with pytest.raises(ValueError, match="rendered at execution time"):
+        DriverStatement(select(plain.c.k).where(plain.c.k.in_(bindparam("keys", expanding=True))), engine.dialect)
+    with pytest.raises(ValueError, match="column defaults"):
+        DriverStatement(update(stamped).where(stamped.c.k == bindparam("key")).values(note="x"), engine.dialect)
+
+
+def test_read_rows_and_execute_alone_run_on_the_driver_and_fall_back_to_sqlalchemy(engine, tables):
+    """The workers' helpers: a statement the driver can run goes past SQLAlchemy's execution (its
+    DriverStatement is cached), one it cannot runs as before; both give the same results."""
+    plain, stamped = tables
+    with autocommit(engine) as connection:
+        connection.execute(plain.insert(), [{"k": n, "note": str(n)} for n in (1, 2, 3)])
+        connection.execute(stamped.insert(), [{"k": 1, "note": "1", "stamp": "s"}])
+    by_key = select(plain.c.k, plain.c.note).where(plain.c.k >= bindparam("lowest")).order_by(plain.c.k)
+    by_keys = select(plain.c.k, plain.c.note).where(plain.c.k.in_(bindparam("keys", expanding=True))).order_by(plain.c.k)
+    rename = update(plain).where(plain.c.k == bindparam("key")).values(note=bindparam("new_note"))
+    stamp = update(stamped).where(stamped.c.k == bindparam("key")).values(note="stamped")  # onupdate: SQLAlchemy's
+
+    assert [tuple(row) for row in read_rows(engine, by_key, {"lowest": 2})] == [(2, "2"), (3, "3")]
+    assert read_rows(engine, by_key, {"lowest": 3})[0].note == "3"
+    assert [tuple(row) for row in read_rows(engine, by_keys, {"keys": [1, 3]})] == [(1, "1"), (3, "3")]
+    assert execute_alone(engine, rename, {"key": 1, "new_note": "one"}) == 1
+    assert execute_alone(engine, rename, {"key": 9, "new_note": "none"}) == 0
+    assert execute_alone(engine, stamp, {"key": 1}) == 1
+    with autocommit(engine) as connection:
+        assert connection.execute(select(plain.c.note).order_by(plain.c.k)).scalars().all() == ["one", "2", "3"]
+        assert connection.execute(select(stamped.c.note, stamped.c.stamp)).all() == [("stamped", "changed")]
+    names = ("lowest",)
+    assert isinstance(driver_statement(by_key, engine.dialect, names), DriverStatement)
+    assert driver_statement(by_key, engine.dialect, names) is driver_statement(by_key, engine.dialect, names)
+    assert driver_statement(by_keys, engine.dialect, ("keys",)) is None
+    assert driver_statement(stamp, engine.dialect, ("key",)) is None
