@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 from adapters.base import RetryPolicy
 from gateway.config import DEFAULT_PORT
 from gateway.db.models import Assistant, Customer, Message, OptOut, PhoneNumber, Session, new_id
-from gateway.db.ops import LockingSelect, lock_rows, read_rows
+from gateway.db.ops import LockingSelect, execute_alone, lock_rows, read_rows
 from gateway.domain.phone import mask
 from gateway.domain.segments import describe, split_body
 from gateway.ports import OutboundSms, SendError
@@ -445,6 +445,10 @@ def apply_status(runtime: "Runtime", message_id: str | None, sid: str | None, tw
     """A delivery status callback: move the message forward, never back. False if unknown."""
     status = TWILIO_STATUSES.get((twilio_status or "").lower())
     now = runtime.clock.now()
+    if runtime.engine.dialect.name == "postgresql":
+        applied = _apply_alone(runtime, message_id, sid, status, _int(error_code), now)
+        if applied is not None:
+            return applied
     with runtime.db.begin() as tx:
         message = tx.execute(_CALLBACK_BY_ID, {"message_id": message_id}).first() if message_id else None
         if message is None and sid:
@@ -464,6 +468,31 @@ def apply_status(runtime: "Runtime", message_id: str | None, sid: str | None, tw
     return True
 
 
+def _apply_alone(runtime: "Runtime", message_id: str | None, sid: str | None, status: str | None,
+                 code: int | None, now: datetime) -> bool | None:
+    """PostgreSQL: a callback that writes nothing but the message's row, as autocommit statements: no
+    BEGIN or COMMIT round trips (callbacks come two or three per reply). None when it needs the
+    transaction: its assistant takes message.status events (written with the change) or Twilio
+    reports the customer opted out (recorded with it).
+
+    Each statement is safe alone: the sid is set only where none is, the status only moves forward.
+    The subscription is read with the message, as the transaction's own read would have seen it.
+    """
+    found = read_rows(runtime.engine, _CALLBACK_BY_ID, {"message_id": message_id}) if message_id else []
+    if not found and sid:
+        found = read_rows(runtime.engine, _CALLBACK_BY_SID, {"sid": sid})
+    if not found or found[0].role != "assistant":
+        return False
+    message = found[0]
+    if code == OPT_OUT_CODE or "message.status" in events.Subscriber.of(message).event_types:
+        return None
+    if sid and message.twilio_sid is None:
+        execute_alone(runtime.engine, _SID_IF_NONE, {"message_id": message.id, "sid": sid})
+    if status is not None and execute_alone(runtime.engine, _ADVANCE[status], _advance_values(message.id, status, code, now)):
+        metrics.message_status(status)
+    return True
+
+
 # One conditional UPDATE per target status: it moves only messages whose status ranks below it.
 _ADVANCE = {
     status: update(_MESSAGES).where(
@@ -474,8 +503,8 @@ _ADVANCE = {
 }
 
 
-def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None, now: datetime) -> None:
-    """Set ``status`` only if it ranks above the current one: one conditional UPDATE, race-free."""
+def _advance_values(message_id: str, status: str, error_code: int | None, now: datetime) -> dict:
+    """_ADVANCE's parameters: the columns it sets (the statement SETs what it is given)."""
     values: dict = {"message_id": message_id, "status": status, "updated_at": now}
     if error_code is not None:
         values["error_code"] = error_code
@@ -483,7 +512,12 @@ def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None
         # This message got through: an earlier try's error (a 14107, a 429) is history now. The send
         # path clears it too, but a callback may come first and a message must not show "sent" with it.
         values.update(error_code=None, error_message=None)
-    changed = tx.execute(_ADVANCE[status], values)
+    return values
+
+
+def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None, now: datetime) -> None:
+    """Set ``status`` only if it ranks above the current one: one conditional UPDATE, race-free."""
+    changed = tx.execute(_ADVANCE[status], _advance_values(message_id, status, error_code, now))
     if changed.rowcount:
         events.message_status_event(tx, message_id, now)
         metrics.message_status(status)

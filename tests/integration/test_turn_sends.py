@@ -4,12 +4,13 @@ when the replies would otherwise wait (another text to answer first, or a failur
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select, update
 
 from gateway import create_app
-from gateway.db.models import Message, Session
+from gateway.db.models import Message, OptOut, Session
 from gateway.jobs import run_job
 from gateway.services import turns
+from gateway.services.outbound import apply_status
 from tests.conftest import PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
 
@@ -106,3 +107,46 @@ def test_replies_of_a_turn_job_that_fails_afterwards_go_to_a_send_job(runtime, q
     monkeypatch.undo()
     queue.run_all(runtime)
     assert replies(runtime) == [("hello", "delivered")]
+
+
+def test_status_callbacks_without_a_subscriber_are_applied_without_a_transaction(runtime, queue, number, post):
+    """Callbacks come two or three per reply. On PostgreSQL one whose assistant takes no message.status
+    event writes only the message's row, by autocommit statements: no BEGIN or COMMIT. Forward only, found
+    by id or by sid; an opt-out code (21610) still takes a transaction, which records the opt-out."""
+    post("hello")
+    job, args, _ = queue.jobs.pop(0)
+    run_job(runtime, job, *args)
+    with runtime.db.begin() as tx:
+        reply = tx.scalars(select(Message).where(Message.role == "assistant")).one()
+        tx.execute(update(Message).where(Message.id == reply.id).values(status="sending", twilio_sid=None))
+    commits = []
+
+    def committed(connection):
+        commits.append(1)
+
+    def callback(message_id, sid, status, code=None) -> bool:
+        event.listen(runtime.engine, "commit", committed)
+        try:
+            return apply_status(runtime, message_id, sid, status, code)
+        finally:
+            event.remove(runtime.engine, "commit", committed)
+
+    assert callback(reply.id, "SMcallback1", "sent")
+    assert state(runtime, reply.id) == ("sent", "SMcallback1")
+    assert callback(None, "SMcallback1", "delivered")  # found by its sid
+    assert callback(reply.id, "SMcallback1", "sent")  # late: never back
+    assert not callback(None, "SMnobody", "sent")
+    assert state(runtime, reply.id) == ("delivered", "SMcallback1")
+    if runtime.engine.dialect.name == "postgresql":
+        assert commits == []
+    commits.clear()
+    assert callback(reply.id, "SMcallback1", "undelivered", "21610")
+    assert commits
+    with runtime.db.begin() as tx:
+        assert tx.scalar(select(func.count()).select_from(OptOut)) == 1
+
+
+def state(runtime, message_id: str) -> tuple[str, str | None]:
+    with runtime.db.begin() as tx:
+        message = tx.get(Message, message_id)
+        return message.status, message.twilio_sid
