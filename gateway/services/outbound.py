@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import bindparam, case, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from adapters.base import RetryPolicy
@@ -493,11 +493,13 @@ def _apply_alone(runtime: "Runtime", message_id: str | None, sid: str | None, st
     return True
 
 
-# One conditional UPDATE per target status: it moves only messages whose status ranks below it.
+# One conditional UPDATE per target status: it moves only messages whose status ranks below it. The
+# lower statuses are compared one by one, not by IN: SQLAlchemy renders an IN list at execution time,
+# which keeps the statement off the driver's cursor (see gateway.db.ops.execute_alone).
 _ADVANCE = {
     status: update(_MESSAGES).where(
         _MESSAGES.c.id == bindparam("message_id"),
-        _MESSAGES.c.status.in_([name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]),
+        or_(false(), *(_MESSAGES.c.status == name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status])),
     )
     for status in STATUS_RANK
 }
