@@ -13,10 +13,12 @@ driver's. What the execution layer does that callers rely on is kept: listeners 
 ``before_cursor_execute`` see each statement (tests count statements, bench/scale explains
 them), driver errors arrive as SQLAlchemy's ``DBAPIError`` (with the driver's error as
 ``orig``), and a connection found broken is invalidated so the pool never hands it out again.
-PostgreSQL (psycopg's named ``%(name)s`` parameters) only, and on a connection in autocommit
-(``gateway.db.ops.autocommit``), where each statement is its own transaction: inside a transaction
-SQLAlchemy would not know the driver had begun one, and could end the connection's use without
-committing it.
+PostgreSQL (psycopg's named ``%(name)s`` parameters) only, on a connection in autocommit
+(``gateway.db.ops.autocommit``), where each statement is its own transaction, or inside a
+transaction SQLAlchemy began on the connection (an ORM transaction's, ``gateway.db.ops.rows_in``):
+SQLAlchemy then ends the driver's transaction with its own COMMIT or ROLLBACK. On a connection in
+neither state SQLAlchemy would not know the driver had begun a transaction, and could end the
+connection's use without committing it: refused.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class DriverStatement:
             values[name] = processor(values[name])
         dialect = connection.dialect
         driver_connection = connection.connection.driver_connection
-        if not driver_connection.autocommit:
-            raise RuntimeError("DriverStatement runs on a connection in autocommit only (see gateway.db.ops.autocommit)")
+        if not driver_connection.autocommit and not connection.in_transaction():
+            raise RuntimeError("DriverStatement runs on a connection in autocommit (see gateway.db.ops.autocommit) "
+                               "or in a transaction SQLAlchemy began, which it then commits or rolls back")
         cursor = driver_connection.cursor()
         try:
             # As SQLAlchemy's own execution would call them (listeners that return a new statement,

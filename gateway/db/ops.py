@@ -244,6 +244,37 @@ def read_rows(engine, statement, parameters: dict | None = None) -> list:
         return connection.execute(statement, parameters).all()
 
 
+def rows_in(tx: DbSession, statement, parameters: dict) -> list:
+    """``tx.execute(statement, parameters).all()`` in the ORM transaction ``tx``, on the driver's cursor when
+    it can run the statement (PostgreSQL; see driver_statement): rows with the selected columns as attributes.
+
+    For statements built once (module constants): each is compiled once per process. Changes pending in
+    ``tx`` are flushed first, as ``tx.execute`` would.
+    """
+    driver, connection = _driver_in(tx, statement, parameters)
+    if driver is None:
+        return tx.execute(statement, parameters).all()
+    return driver.rows(connection, parameters)
+
+
+def rowcount_in(tx: DbSession, statement, parameters: dict) -> int:
+    """``tx.execute(statement, parameters).rowcount``, on the driver's cursor when it can (see rows_in)."""
+    driver, connection = _driver_in(tx, statement, parameters)
+    if driver is None:
+        return tx.execute(statement, parameters).rowcount
+    return driver.rowcount(connection, parameters)
+
+
+def _driver_in(tx: DbSession, statement, parameters: dict):
+    connection = tx.connection()  # the transaction's, begun by SQLAlchemy (it commits or rolls back)
+    if connection.dialect.name != "postgresql":
+        return None, connection
+    driver = driver_statement(statement, connection.dialect, tuple(sorted(parameters)))
+    if driver is not None and tx.autoflush:
+        tx.flush()
+    return driver, connection
+
+
 @functools.lru_cache(maxsize=256)
 def driver_statement(statement, dialect, parameter_names: tuple[str, ...]) -> DriverStatement | None:
     """``statement`` run on the driver's cursor (see gateway.db.driver), compiled once for the parameters

@@ -19,7 +19,7 @@ from sqlalchemy import Column, and_, bindparam, or_, update
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.db.models import Session
-from gateway.db.ops import execute_alone
+from gateway.db.ops import execute_alone, rowcount_in
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Runtime
@@ -94,10 +94,10 @@ class Lease:
         self.renewed_at = now
 
     def _renew(self, tx: DbSession) -> None:
-        result = tx.execute(
-            self.statements.renew, {"session_id": self.session_id, "token": self.token, "new_until": self._until()}
+        renewed = rowcount_in(
+            tx, self.statements.renew, {"session_id": self.session_id, "token": self.token, "new_until": self._until()}
         )
-        if result.rowcount != 1:
+        if renewed != 1:
             raise LeaseLost(self.session_id)
 
     def release(self) -> None:

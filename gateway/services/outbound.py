@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 from adapters.base import RetryPolicy
 from gateway.config import DEFAULT_PORT
 from gateway.db.models import Assistant, Customer, Message, OptOut, PhoneNumber, Session, new_id
-from gateway.db.ops import LockingSelect, execute_alone, lock_rows, read_rows
+from gateway.db.ops import LockingSelect, execute_alone, lock_rows, read_rows, rowcount_in, rows_in
 from gateway.domain.phone import mask
 from gateway.domain.segments import describe, split_body
 from gateway.ports import OutboundSms, SendError
@@ -189,13 +189,14 @@ _HANDED_OVER = (
 # Twilio took the message. One UPDATE, whose every SET sees the row as it was: the sid unless a
 # status callback that beat us here set it already, and an earlier try's error cleared unless such
 # a callback reported a delivery failure of this very message.
+_FAILED_ALREADY = or_(_MESSAGES.c.status == "undelivered", _MESSAGES.c.status == "failed")  # not IN: see _ADVANCE
 _ACCEPTED = (
     update(_MESSAGES)
     .where(_MESSAGES.c.id == bindparam("message_id"))
     .values(
         twilio_sid=func.coalesce(_MESSAGES.c.twilio_sid, bindparam("sid")),
-        error_code=case((_MESSAGES.c.status.in_(("undelivered", "failed")), _MESSAGES.c.error_code), else_=None),
-        error_message=case((_MESSAGES.c.status.in_(("undelivered", "failed")), _MESSAGES.c.error_message), else_=None),
+        error_code=case((_FAILED_ALREADY, _MESSAGES.c.error_code), else_=None),
+        error_message=case((_FAILED_ALREADY, _MESSAGES.c.error_message), else_=None),
     )
 )
 _SET_BY_ID = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id"))  # SET from the parameters' keys
@@ -228,11 +229,11 @@ def _hand_over(runtime: "Runtime", lease: Lease, message: Message) -> tuple[floa
     now = runtime.clock.now()
     with runtime.db.begin() as tx:
         lease.renew(tx)
-        addresses = tx.execute(_ADDRESSES, {"session_id": message.session_id}).first()
+        addresses = _first(rows_in(tx, _ADDRESSES, {"session_id": message.session_id}))
         number = None
         if addresses is not None and addresses.phone_number_id is not None:
             found = {"number_id": addresses.phone_number_id}
-            number = (tx.execute(_SENDER.plain, found) if message.slot_reserved else lock_rows(tx, _SENDER, found)).first()
+            number = _first(rows_in(tx, _SENDER.plain, found)) if message.slot_reserved else lock_rows(tx, _SENDER, found).first()
         if number is not None and not message.slot_reserved:
             slot = _reserve_slot(tx, runtime, message.session_id, addresses, number, now)
             if slot > now:
@@ -244,8 +245,8 @@ def _hand_over(runtime: "Runtime", lease: Lease, message: Message) -> tuple[floa
 def _reserve_slot(tx: DbSession, runtime: "Runtime", session_id: str, addresses, number, now: datetime) -> datetime:
     """The moment the session's next message may leave: its number's next free slot, which it then takes."""
     slot = max(now, number.next_send_at) if number.next_send_at is not None else now
-    tx.execute(_NEXT_SEND_AT, {"number_id": number.id,
-                               "next_send_at": slot + timedelta(seconds=1.0 / number.messages_per_second)})
+    rowcount_in(tx, _NEXT_SEND_AT, {"number_id": number.id,
+                                    "next_send_at": slot + timedelta(seconds=1.0 / number.messages_per_second)})
     # Loop protection holds this conversation only, not the number's pace.
     return _after_loop_protection(tx, runtime, session_id, addresses, slot)
 
@@ -274,8 +275,8 @@ def _after_loop_protection(tx: DbSession, runtime: "Runtime", session_id: str, a
     ``loop_window`` seconds after the last; it is queued, never dropped.
     """
     limit, window = runtime.settings.loop_replies, timedelta(seconds=runtime.settings.loop_window)
-    recent = list(tx.scalars(_RECENT_SENDS, {"number_id": addresses.phone_number_id,
-                                            "customer_id": addresses.customer_id, "limit": limit}))
+    recent = [row[0] for row in rows_in(tx, _RECENT_SENDS, {"number_id": addresses.phone_number_id,
+                                                            "customer_id": addresses.customer_id, "limit": limit})]
     if len(recent) < limit or slot - recent[0] >= window:
         return slot
     if all(newer - older < window for newer, older in zip(recent, recent[1:])):
@@ -298,8 +299,8 @@ def _mark_handed_over(tx: DbSession, runtime: "Runtime", message: Message, addre
     # owner of the lane waits until the lease is surely gone (next_attempt_at)
     # and then asks Twilio before sending again (_resolve_interrupted).
     settle_at = now + timedelta(seconds=runtime.settings.lease_seconds)
-    tx.execute(_HANDED_OVER, {"message_id": message.id, "slot_reserved": True, "send_started_at": now,
-                              "next_attempt_at": settle_at, "updated_at": now})
+    rowcount_in(tx, _HANDED_OVER, {"message_id": message.id, "slot_reserved": True, "send_started_at": now,
+                                   "next_attempt_at": settle_at, "updated_at": now})
     sms = OutboundSms(
         message_id=message.id,
         to=addresses.customer_number,
@@ -321,7 +322,7 @@ def _send(runtime: "Runtime", lease: Lease, message: Message, handover: _Handove
     with runtime.db.begin() as tx:
         now = runtime.clock.now()
         events.known_assistant_of(tx, message.id, handover.assistant)
-        tx.execute(_ACCEPTED, {"message_id": message.id, "sid": receipt.sid, "sent_at": now, "updated_at": now})
+        rowcount_in(tx, _ACCEPTED, {"message_id": message.id, "sid": receipt.sid, "sent_at": now, "updated_at": now})
         _advance(tx, message.id, "sending", None, now)
         reported = TWILIO_STATUSES.get(receipt.status)
         if reported is not None and STATUS_RANK[reported] > STATUS_RANK["sending"]:  # Twilio mostly says "queued"
@@ -519,8 +520,7 @@ def _advance_values(message_id: str, status: str, error_code: int | None, now: d
 
 def _advance(tx: DbSession, message_id: str, status: str, error_code: int | None, now: datetime) -> None:
     """Set ``status`` only if it ranks above the current one: one conditional UPDATE, race-free."""
-    changed = tx.execute(_ADVANCE[status], _advance_values(message_id, status, error_code, now))
-    if changed.rowcount:
+    if rowcount_in(tx, _ADVANCE[status], _advance_values(message_id, status, error_code, now)):
         events.message_status_event(tx, message_id, now)
         metrics.message_status(status)
 
@@ -547,6 +547,10 @@ def _customer_number(tx: DbSession, session: Session) -> str | None:
 def status_callback_url(runtime: "Runtime", message_id: str) -> str:
     base = (runtime.settings.public_url or f"http://localhost:{DEFAULT_PORT}").rstrip("/")
     return f"{base}/twilio/status?messageId={message_id}"
+
+
+def _first(rows: list):
+    return rows[0] if rows else None
 
 
 def _int(value) -> int | None:

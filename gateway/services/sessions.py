@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select, text, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from gateway.db.driver import DriverStatement
 from gateway.db.models import Customer, Message, PhoneNumber, Session, UTCDateTime
-from gateway.db.ops import as_persistent, column_of, insert_many_or_ignore, insert_or_ignore, json_rows, json_value
+from gateway.db.ops import (
+    as_persistent, column_of, insert_many_or_ignore, insert_or_ignore, json_rows, json_value, rows_in,
+)
 from gateway.domain.expiry import expires_at
 from gateway.services import events
 
@@ -364,9 +367,11 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> lis
     tx.flush()  # as the ORM's UPDATE would: changes made earlier in this transaction go first
     active = session.status == "active"
     new_expiry = expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)
-    last = tx.execute(
-        _NEXT_SEQS[active], {"session_id": session.id, "count": count, "now": now, "new_expiry": new_expiry}
-    ).scalar_one()
+    returned = rows_in(tx, _NEXT_SEQS[active], {"session_id": session.id, "count": count, "now": now,
+                                                "new_expiry": new_expiry})
+    if len(returned) != 1:
+        raise NoResultFound(f"session {session.id} is gone")
+    last = returned[0][0]
     if session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
         changed = {"last_seq": last, "last_activity_at": now, "updated_at": now}
         if active:

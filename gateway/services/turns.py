@@ -31,7 +31,7 @@ from adapters.base import (
     call_with_retries,
 )
 from gateway.db.models import Assistant, Chat, Customer, Message, OptOut, PhoneNumber, Session, new_id
-from gateway.db.ops import read_rows
+from gateway.db.ops import read_rows, rowcount_in
 from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
 from gateway.domain.templates import merge_variables, render
 from gateway import metrics
@@ -273,13 +273,13 @@ def _finish(
     with runtime.db.begin() as tx:
         lease.renew(tx)
         for message in batch.messages:
-            marked = tx.execute(_MARK_TEXT, {
+            marked = rowcount_in(tx, _MARK_TEXT, {
                 "message_id": message.id,
                 "status": "failed" if failure else "processed",
                 "error_message": failure,
                 "details": {**(message.details or {}), "handling": handling},
                 "updated_at": now,
-            }).rowcount
+            })
             if marked != 1:
                 raise LeaseLost(session.id)
         if state_change is not None and situation.customer is not None and situation.number is not None:
@@ -299,7 +299,7 @@ def _finish(
                 created_at=now,
                 updated_at=now,
             )
-            tx.execute(_INSERT_CHAT, chat)
+            rowcount_in(tx, _INSERT_CHAT, chat)
             # Subscriptions as read with the situation at the start of the turn.
             if situation.assistant is not None:
                 events.known_subscriber(tx, events.Subscriber.of_assistant(situation.assistant))

@@ -15,7 +15,7 @@ from sqlalchemy import (
 
 from gateway.db.driver import DriverStatement
 from gateway.db.models import UTCDateTime
-from gateway.db.ops import autocommit, driver_statement, execute_alone, read_rows
+from gateway.db.ops import autocommit, driver_statement, execute_alone, read_rows, rowcount_in, rows_in
 
 pytestmark = pytest.mark.postgres
 
@@ -180,3 +180,46 @@ def test_read_rows_and_execute_alone_run_on_the_driver_and_fall_back_to_sqlalche
     assert driver_statement(by_key, engine.dialect, names) is driver_statement(by_key, engine.dialect, names)
     assert driver_statement(by_keys, engine.dialect, ("keys",)) is None
     assert driver_statement(stamp, engine.dialect, ("key",)) is None
+
+
+def test_inside_a_transaction_sqlalchemy_began_its_commit_or_rollback_ends_the_drivers_work(engine, tables):
+    plain, _ = tables
+    insert_row = DriverStatement(plain.insert(), engine.dialect, ("k", "note"))
+    with engine.begin() as connection:
+        assert insert_row.rowcount(connection, {"k": 1, "note": "kept"}) == 1
+    with pytest.raises(RuntimeError, match="undone"):
+        with engine.begin() as connection:
+            insert_row.rowcount(connection, {"k": 2, "note": "undone"})
+            raise RuntimeError("undone")
+    with autocommit(engine) as connection:
+        assert connection.execute(select(plain.c.k, plain.c.note)).all() == [(1, "kept")]
+
+
+def test_rows_in_an_orm_transaction_see_its_pending_changes_and_fall_back_when_they_must(engine, tables):
+    """rows_in and rowcount_in flush the ORM session first, as its execute would, and run what the driver
+    cannot (an IN list) through the session."""
+    from sqlalchemy.orm import Session as OrmSession, registry
+
+    plain, _ = tables
+
+    class Row:
+        pass
+
+    mapper_registry = registry()
+    mapper_registry.map_imperatively(Row, plain)
+    pending = Row()
+    pending.k, pending.note = 3, "three"
+    by_key = select(plain.c.note).where(plain.c.k == bindparam("key"))
+    by_keys = select(plain.c.note).where(plain.c.k.in_(bindparam("keys", expanding=True))).order_by(plain.c.k)
+    rename = update(plain).where(plain.c.k == bindparam("key")).values(note=bindparam("new_note"))
+    with OrmSession(engine) as tx, tx.begin():
+        tx.execute(plain.insert(), {"k": 1, "note": "one"})
+        assert [tuple(row) for row in rows_in(tx, by_key, {"key": 1})] == [("one",)]
+        assert rowcount_in(tx, rename, {"key": 1, "new_note": "uno"}) == 1
+        tx.execute(plain.insert(), {"k": 2, "note": "two"})
+        assert [tuple(row) for row in rows_in(tx, by_keys, {"keys": [1, 2]})] == [("uno",), ("two",)]
+        tx.add(pending)  # an ORM object not flushed yet
+        assert [tuple(row) for row in rows_in(tx, by_key, {"key": 3})] == [("three",)]
+    mapper_registry.dispose()
+    with autocommit(engine) as connection:
+        assert connection.execute(select(plain.c.note).order_by(plain.c.k)).scalars().all() == ["uno", "two", "three"]
