@@ -101,7 +101,11 @@ def queue_replies(
             updated_at=now,
         ))
     # A Core INSERT (one statement for all parts) skips the ORM's unit of work; next_seqs flushed before it.
-    tx.execute(_INSERT_MESSAGES, rows)
+    # One part, the usual reply, goes on the driver's cursor (rowcount_in); several are one executemany.
+    if len(rows) == 1:
+        rowcount_in(tx, _INSERT_MESSAGES, rows[0])
+    else:
+        tx.execute(_INSERT_MESSAGES, rows)
     return [row["id"] for row in rows]
 
 
