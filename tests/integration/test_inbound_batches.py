@@ -309,13 +309,19 @@ def statements_of(runtime, work) -> int:
     return len(sent)
 
 
+def store_counting(runtime, batch) -> tuple[list, int]:
+    """store_texts(batch)'s results, and how many SQL statements it sent."""
+    results = []
+    sent = statements_of(runtime, lambda: results.extend(store_texts(runtime, batch)))
+    return results, sent
+
+
 def test_live_and_new_conversations_in_one_batch_take_one_lookup_and_one_write_on_postgres(runtime, number):
     """On PostgreSQL a batch of live and new conversations (no expired session, no event due) is read by one
     statement and written by one more, in autocommit: positions reserved, customers, sessions and texts stored."""
     first = store_texts(runtime, [sms("hello", "SMo1")])[0]
-    results = []
-    sent = statements_of(runtime, lambda: results.extend(store_texts(runtime, [
-        sms("again", "SMo2"), sms("someone new", "SMo3", from_=OTHER_CUSTOMER), sms("and again", "SMo4")])))
+    results, sent = store_counting(runtime, [
+        sms("again", "SMo2"), sms("someone new", "SMo3", from_=OTHER_CUSTOMER), sms("and again", "SMo4")])
 
     if runtime.engine.dialect.name == "postgresql":
         assert sent == 2
@@ -344,9 +350,8 @@ def test_session_created_events_are_written_with_the_sessions_they_report(runtim
     create_session(runtime, SessionCreate(assistantId=assistant.id, customer={"number": OTHER_CUSTOMER, "name": "Ann"}))
     queue.jobs.clear()
 
-    results = []
-    sent = statements_of(runtime, lambda: results.extend(store_texts(runtime, [
-        sms("hi", "SMe1"), sms("hello", "SMe2", from_=OTHER_CUSTOMER), sms("me again", "SMe3")])))
+    results, sent = store_counting(runtime, [
+        sms("hi", "SMe1"), sms("hello", "SMe2", from_=OTHER_CUSTOMER), sms("me again", "SMe3")])
 
     if runtime.engine.dialect.name == "postgresql":
         assert sent == 2
