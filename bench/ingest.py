@@ -19,7 +19,9 @@ signature, floor and gateway in turn, round after round.
 Reported: requests/s, p50 and p99 for both and the ratio; CPU per request of
 each part (client, gunicorn, PostgreSQL backends, Redis) and of the whole
 machine, which shows how much other work shared the cores; then a paced
-(open-loop) run at half the gateway's peak with its p50/p99.
+(open-loop) run at half the gateway's peak with its p50/p99, where in time its
+slowest 1 % fell (spread over the run, or crowded in a few 100-ms windows: a
+stall), and bare Flask at the same rate with its CPU per request.
 
 The web tier is measured alone: the `gateway worker` processes start after
 the timed runs and answer a share of the stored texts, which shows the jobs
@@ -97,6 +99,13 @@ def cpu_line(cpu: dict) -> str:
         f"client {cpu['client']:.0f}; other processes on the machine {cpu['others']:.0f} "
         f"(machine busy {cpu['machine_busy_cores']:.2f} of 2 cores)"
     )
+
+
+def tail_line(result: Result) -> str:
+    """Where in time the slowest 1 % of a paced run fell: evenly (queueing) or crowded in a few windows (stalls)."""
+    slow, windows, most, total = result.slowest_in_windows(99, 0.1)
+    return (f"      slowest 1 %: {slow} requests (>= {result.p(99):.1f} ms) answered in {windows} of the run's {total} "
+            f"windows of 100 ms, up to {most} in one")
 
 
 def main() -> int:
@@ -231,12 +240,18 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             print(f"      from the write of each request: p50 {paced.p(50, 'service'):.2f} ms  "
                   f"p99 {paced.p(99, 'service'):.2f} ms")
             print(cpu_line(paced_cpu))
+            print(tail_line(paced))
             paced_runs[phase] = (paced, paced_cpu)
         after_peak = paced_runs["right after the peak runs"][0]
-        bare_paced = fire(stack.bare_port, bare_pool * (1 + int(rate * args.paced_seconds) // len(bare_pool)),
-                          connections=args.connections, duration=args.paced_seconds, rate=rate, expect_body=EMPTY_TWIML)
+        # Bare's CPU per request at this rate too: at half the peak every request wakes gunicorn's threads
+        # on its own, so the server's own work per request is about twice what it is at the peak.
+        bare_paced, bare_paced_cpu = measured(stack, stack.bare, stack.bare_port,
+                                              bare_pool * (1 + int(rate * args.paced_seconds) // len(bare_pool)),
+                                              seconds=args.paced_seconds, rate=rate, connections=args.connections)
         print(f"  bare    {bare_paced.summary()}  (same rate, for reference)")
-        figures["paced"] = {"rate": rate, "gateway": _figures(paced, paced_cpu), "bare": _figures(bare_paced, {}),
+        print(cpu_line(bare_paced_cpu))
+        figures["paced"] = {"rate": rate, "gateway": _figures(paced, paced_cpu),
+                            "bare": _figures(bare_paced, bare_paced_cpu),
                             "gateway_right_after_peak": _figures(after_peak, paced_runs["right after the peak runs"][1])}
         if baseline_tree is not None:
             requests = gateway_hooks.take(int(rate * args.paced_seconds))
@@ -318,6 +333,8 @@ def _figures(result: Result, cpu: dict) -> dict:
         "ok": result.ok,
         "errors": len(result.errors),
         "cpu_us_per_request": {k: round(v, 1) for k, v in cpu.items()},
+        "slowest_1pct": dict(zip(("requests", "windows_100ms", "most_in_one_window", "run_windows_100ms"),
+                                 result.slowest_in_windows(99, 0.1))),
     }
 
 

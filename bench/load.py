@@ -43,6 +43,7 @@ class Result:
     connections_opened: int = 0
     written_at: list[float] = field(default_factory=list)  # time.monotonic() of each request's write, by index
     statuses_by_index: dict[int, int] = field(default_factory=dict)
+    answered_at: list[float] = field(default_factory=list)  # seconds since the start, parallel to latencies
 
     @property
     def ok(self) -> int:
@@ -64,6 +65,19 @@ class Result:
             + (f", {self.bad_bodies} unexpected bodies" if self.bad_bodies else "")
             + f"; client CPU {self.client_us_per_request:.0f} us/request)"
         )
+
+    def slowest_in_windows(self, q: float = 99, window: float = 0.1) -> tuple[int, int, int, int]:
+        """How the requests at or above the q-th percentile latency fall in time: (how many, in how many
+        windows of ``window`` seconds out of the run's, the most in one window, the run's windows).
+        Slow requests spread evenly mean queueing throughout; a few crowded windows mean stalls."""
+        if not self.latencies:
+            return 0, 0, 0, 0
+        threshold = percentile(self.latencies, q)
+        windows: dict[int, int] = {}
+        for latency, at in zip(self.latencies, self.answered_at):
+            if latency >= threshold:
+                windows[int(at / window)] = windows.get(int(at / window), 0) + 1
+        return sum(windows.values()), len(windows), max(windows.values()), max(1, round(self.elapsed / window))
 
     @property
     def client_us_per_request(self) -> float:
@@ -154,6 +168,7 @@ async def _run(host: str, port: int, requests: list[bytes], connections: int, ra
                 result.bad_bodies += 1
             result.service.append(answered - written)
             result.latencies.append(answered - (due if due is not None else written))
+            result.answered_at.append(answered - start)
             result.statuses_by_index[index] = status
             if close:
                 protocol.transport.close()
