@@ -193,3 +193,28 @@ def fire(port: int, requests: list[bytes], *, connections: int = 16, rate: float
     asyncio.run(_run(host, port, requests, connections, rate, duration, expect_body, result))
     result.client_cpu = time.process_time() - cpu
     return result
+
+
+def fire_together(targets: list[tuple[int, list[bytes]]], *, connections: int = 8, rate: float,
+                  expect_body: bytes | None = None, host: str = "127.0.0.1") -> list[Result]:
+    """Open-loop runs at ``rate`` each against several servers at once, from one loop: (port, requests) each.
+
+    Side by side in time, whatever slows the machine down slows every target alike, which
+    alternating runs cannot promise on a machine whose speed changes from minute to minute.
+    The client's CPU is shared out by requests answered.
+    """
+    gc.collect()
+    gc.freeze()
+    results = [Result() for _ in targets]
+    cpu = time.process_time()
+
+    async def together() -> None:
+        await asyncio.gather(*(_run(host, port, requests, connections, rate, None, expect_body, result)
+                               for (port, requests), result in zip(targets, results)))
+
+    asyncio.run(together())
+    client_cpu = time.process_time() - cpu
+    answered = sum(len(result.latencies) for result in results) or 1
+    for result in results:
+        result.client_cpu = client_cpu * len(result.latencies) / answered
+    return results
