@@ -60,6 +60,10 @@ class DriverStatement:
         self._columns = list(getattr(statement, "selected_columns", ()))
         self._row = namedtuple("Row", [column.key for column in self._columns], rename=True) if self._columns else None
         self._dialect = dialect
+        # The status of a result that carries rows. Asked of the result itself: psycopg builds the
+        # cursor's ``description`` afresh, a Column per column, every time it is read (some 10 us for
+        # the webhook's lookup), and only the first result's is needed (see _result_processors).
+        self._tuples_ok = dialect.loaded_dbapi.pq.ExecStatus.TUPLES_OK
         # Per selected column, its type's conversion of the driver's value. Some depend on the type the
         # server sent (a numeric's), so they are built from the first result's description.
         self._results: list | None = None if self._columns else []
@@ -88,9 +92,11 @@ class DriverStatement:
             # retval=True, are not supported here).
             connection.dispatch.before_cursor_execute(connection, cursor, self.sql, values, None, False)
             cursor.execute(self.sql, values)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            result = cursor.pgresult
+            returned = result is not None and result.status == self._tuples_ok
+            rows = cursor.fetchall() if returned else []
             matched = cursor.rowcount
-            if self._results is None and cursor.description is not None:
+            if self._results is None and returned:
                 self._results = self._result_processors(cursor.description)
         except dialect.loaded_dbapi.Error as error:
             broken = dialect.is_disconnect(error, driver_connection, cursor)
