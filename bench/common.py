@@ -12,6 +12,7 @@ database, redis-server, fake Twilio); nothing here is copied from them.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -258,6 +259,34 @@ def export_tree(ref: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def child_rounds(commands: dict[str, tuple[list[str], Path]], together: bool) -> dict[str, dict]:
+    """Run one round per tree in child processes ((argv, tree) by name; each prints its figures as JSON on
+    its last line of stdout), all at the same time when ``together``, else one after the other.
+
+    At the same time, whatever the VM does to its speed that minute (on these VMs the same code's CPU
+    per text moves by up to 2x) it does to every tree alike, so each round is a paired comparison; on
+    2 cores the children then share the machine, which raises the figures of both a little.
+    """
+    def start(argv: list[str], tree: Path):
+        log = tempfile.TemporaryFile(mode="w+")
+        process = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
+                                   stdout=subprocess.PIPE, stderr=log, text=True)
+        return process, log, tree
+
+    def finish(process, log, tree) -> dict:
+        stdout, _ = process.communicate()
+        with log:
+            if process.returncode != 0:
+                log.seek(0)
+                raise SystemExit(f"the round in {tree} failed:\n{log.read()[-3000:]}{stdout[-3000:]}")
+        return json.loads(stdout.strip().splitlines()[-1])
+
+    if together:
+        started = {name: start(*command) for name, command in commands.items()}
+        return {name: finish(*running) for name, running in started.items()}
+    return {name: finish(*start(*command)) for name, command in commands.items()}
 
 
 def _stop_process(process: GatewayProcess) -> None:

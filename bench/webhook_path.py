@@ -15,6 +15,10 @@ commit stores together as under load. Logs go to a file at INFO, as in
 production.
 
     .venv/bin/python bench/webhook_path.py [--texts 400] [--rounds 3] [--baseline HEAD] [--profile]
+
+With --baseline, each round runs the two trees at the same time, in two processes, and the
+comparison is made round by round: the VM's speed, which moves from minute to minute, is then the
+same for both (``--one-after-the-other`` runs them in turn, as before 2026-12-02).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -208,19 +211,13 @@ def _in_fours(app, batch: list[dict]) -> None:
         raise errors[0]
 
 
-def run_round(tree: Path, texts: int, profile: Path | None) -> dict:
-    """One measurement in a fresh process that imports the gateway from ``tree``."""
+def round_command(tree: Path, texts: int, profile: Path | None = None) -> tuple[list[str], Path]:
+    """One measurement in a fresh process that imports the gateway from ``tree``; its log lines go to a
+    file, written as in production (see bench.common.child_rounds)."""
     command = [sys.executable, __file__, "--texts", str(texts), "--child-of", str(tree)]
     if profile:
         command += ["--profile-to", str(profile)]
-    # The gateway's log lines go to a file, written as in production.
-    with tempfile.TemporaryFile(mode="w+") as log:
-        done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree, stdout=subprocess.PIPE,
-                              stderr=log, text=True)
-        if done.returncode != 0:
-            log.seek(0)
-            raise SystemExit(f"the round in {tree} failed:\n{log.read()[-3000:]}{done.stdout[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return command, tree
 
 
 def print_profile(path: Path, top: int = 30) -> None:
@@ -237,7 +234,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=400, help="webhooks per case (a multiple of 4)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", metavar="GIT_REF", help="also measure the code at this ref, alternating")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also measure the code at this ref: each round runs both trees at the same time")
+    parser.add_argument("--one-after-the-other", action="store_true",
+                        help="with --baseline, run each round's trees one after the other instead")
     parser.add_argument("--profile", action="store_true", help="cProfile one extra round of this tree")
     parser.add_argument("--child-of", type=Path, help=argparse.SUPPRESS)  # a round, in the tree given
     parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
@@ -248,7 +248,7 @@ def main() -> None:
         print(json.dumps(child(args.texts, args.profile_to)))
         return
     sys.path.insert(0, str(ROOT))
-    from bench.common import export_tree, print_machine
+    from bench.common import child_rounds, export_tree, print_machine
 
     trees = {"this tree": ROOT}
     with tempfile.TemporaryDirectory(prefix="gw-bench-base-") as scratch:
@@ -259,8 +259,9 @@ def main() -> None:
         print_machine()
         results: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(args.rounds):
-            for name, tree in trees.items():
-                results[name].append(run_round(tree, args.texts, None))
+            commands = {name: round_command(tree, args.texts) for name, tree in trees.items()}
+            for name, figures in child_rounds(commands, together=not args.one_after_the_other).items():
+                results[name].append(figures)
         for name, rounds in results.items():
             print(f"  {name}: CPU us per webhook (median of rounds; the rounds), wall us")
             for case in CASES:
@@ -270,13 +271,16 @@ def main() -> None:
                 print(f"    {case:21s} {statistics.median(cpu):6.0f}  ({', '.join(f'{c:.0f}' for c in cpu)})"
                       f"  wall {wall:6.0f}  {trips:4.2f} statements/webhook")
         if args.baseline:
+            how = "one after the other" if args.one_after_the_other else "run at the same time"
+            print(f"  this tree / {args.baseline}, CPU per webhook, round by round ({how}), and the median:")
             for case in CASES[2:]:
-                now, then = (statistics.median(r["cpu_us"][case] for r in results[n]) for n in trees)
-                print(f"  this tree / {args.baseline}, {case}: {now / then:.2f} of the CPU")
+                ratios = [now["cpu_us"][case] / then["cpu_us"][case]
+                          for now, then in zip(results["this tree"], results[args.baseline])]
+                print(f"    {case:26s} {statistics.median(ratios):.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
         if args.profile:
             OUT.mkdir(parents=True, exist_ok=True)
             path = OUT / "webhook_path.prof"
-            run_round(ROOT, args.texts, path)
+            child_rounds({"profile": round_command(ROOT, args.texts, path)}, together=False)
             print_profile(path)
 
 

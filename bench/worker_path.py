@@ -16,15 +16,16 @@ costs per job, as the tree sets jobs and its worker up (no-op jobs through its
 GatewayWorker on a redis-server of its own), and how many jobs a text takes.
 
     .venv/bin/python bench/worker_path.py [--texts 200] [--rounds 3] [--baseline HEAD]
+
+With --baseline, each round runs the two trees at the same time and they are compared round by
+round (see bench/webhook_path.py); ``--one-after-the-other`` runs them in turn.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -169,13 +170,9 @@ def _sent(runtime) -> list[tuple[str, str]]:
         return [tuple(row) for row in rows]
 
 
-def run_round(tree: Path, texts: int) -> dict:
-    """One measurement in a fresh process that imports the gateway from ``tree``."""
-    done = subprocess.run([sys.executable, __file__, "--texts", str(texts), "--child-of", str(tree)],
-                          env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the round in {tree} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def round_command(tree: Path, texts: int) -> tuple[list[str], Path]:
+    """One measurement in a fresh process that imports the gateway from ``tree`` (see bench.common.child_rounds)."""
+    return [sys.executable, __file__, "--texts", str(texts), "--child-of", str(tree)], tree
 
 
 def _with_rq(result: dict) -> float:
@@ -187,7 +184,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=200, help="customers; each sends two texts")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", metavar="GIT_REF", help="also measure the code at this ref, alternating")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also measure the code at this ref: each round runs both trees at the same time")
+    parser.add_argument("--one-after-the-other", action="store_true",
+                        help="with --baseline, run each round's trees one after the other instead")
     parser.add_argument("--child-of", type=Path, help=argparse.SUPPRESS)  # a round, in the tree given
     args = parser.parse_args()
     if args.child_of:
@@ -195,7 +195,7 @@ def main() -> None:
         print(json.dumps(child(args.texts)))
         return
     sys.path.insert(0, str(ROOT))
-    from bench.common import export_tree, print_machine
+    from bench.common import child_rounds, export_tree, print_machine
 
     trees = {"this tree": ROOT}
     with tempfile.TemporaryDirectory(prefix="gw-bench-base-") as scratch:
@@ -205,8 +205,9 @@ def main() -> None:
         print_machine()
         results: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(args.rounds):
-            for name, tree in trees.items():
-                results[name].append(run_round(tree, args.texts))
+            commands = {name: round_command(tree, args.texts) for name, tree in trees.items()}
+            for name, figures in child_rounds(commands, together=not args.one_after_the_other).items():
+                results[name].append(figures)
         for name, rounds in results.items():
             print(f"  {name}:")
             for step in STEPS:
@@ -225,10 +226,13 @@ def main() -> None:
                   f"  {rounds[-1]['rq_per_job']['round_trips']:.1f} round trips to Redis")
             print(f"    jobs per text {jobs:.2f}: with RQ's work, CPU {statistics.median(_with_rq(r) for r in rounds):6.0f} us/text")
         if args.baseline:
-            now, then = (statistics.median(sum(r["cpu_us"].values()) for r in results[n]) for n in trees)
-            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text in the gateway's code")
-            now, then = (statistics.median(_with_rq(r) for r in results[n]) for n in trees)
-            print(f"  this tree / {args.baseline}: {now / then:.2f} of the CPU per text with RQ's work")
+            how = "one after the other" if args.one_after_the_other else "run at the same time"
+            pairs = list(zip(results["this tree"], results[args.baseline]))
+            for what, measure in (("in the gateway's code", lambda r: sum(r["cpu_us"].values())),
+                                  ("with RQ's work", _with_rq)):
+                ratios = [measure(now) / measure(then) for now, then in pairs]
+                print(f"  this tree / {args.baseline}: {statistics.median(ratios):.2f} of the CPU per text {what} "
+                      f"(round by round, {how}: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":
