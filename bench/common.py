@@ -275,18 +275,21 @@ def child_rounds(commands: dict[str, tuple[list[str], Path]], together: bool) ->
                                    stdout=subprocess.PIPE, stderr=log, text=True)
         return process, log, tree
 
-    def finish(process, log, tree) -> dict:
-        stdout, _ = process.communicate()
+    def wait(process, log, tree) -> tuple:
+        return process.communicate()[0], process.returncode, log, tree
+
+    def figures(stdout: str, returncode: int, log, tree: Path) -> dict:
         with log:
-            if process.returncode != 0:
+            if returncode != 0:
                 log.seek(0)
                 raise SystemExit(f"the round in {tree} failed:\n{log.read()[-3000:]}{stdout[-3000:]}")
         return json.loads(stdout.strip().splitlines()[-1])
 
-    if together:
+    if together:  # every child is waited for before any failure is reported: none is left running
         started = {name: start(*command) for name, command in commands.items()}
-        return {name: finish(*running) for name, running in started.items()}
-    return {name: finish(*start(*command)) for name, command in commands.items()}
+        finished = {name: wait(*running) for name, running in started.items()}
+        return {name: figures(*done) for name, done in finished.items()}
+    return {name: figures(*wait(*start(*command))) for name, command in commands.items()}
 
 
 def _stop_process(process: GatewayProcess) -> None:
