@@ -83,7 +83,7 @@ def test_fifty_simultaneous_first_texts_over_two_web_processes_create_one_sessio
     # All 50 in one session: the engine saw them one at a time.
     calls = sorted(fake_engine.calls_for(sessions[0].id), key=lambda c: c.started)
     assert len(calls) == 50
-    assert all(earlier.ended <= later.started for earlier, later in zip(calls, calls[1:]))
+    assert all(earlier.answered <= later.started for earlier, later in zip(calls, calls[1:]))
 
 
 def test_one_session_reaches_the_engine_one_at_a_time_in_order_over_three_workers(make_cluster, fake_engine, fake_twilio):
@@ -98,7 +98,7 @@ def test_one_session_reaches_the_engine_one_at_a_time_in_order_over_three_worker
     (session,) = cluster.sessions()
     calls = fake_engine.calls_for(session.id)
     assert [c.text for c in calls] == texts
-    assert all(earlier.ended <= later.started for earlier, later in zip(calls, calls[1:])), "engine calls overlapped"
+    assert all(earlier.answered <= later.started for earlier, later in zip(calls, calls[1:])), "engine calls overlapped"
     assert [c.body for c in creates_to(fake_twilio, CUSTOMER)] == [f"re: {text}" for text in texts]
 
 

@@ -433,7 +433,7 @@ def test_a_text_sent_while_the_engine_is_slow_is_answered_after_it(live_gateway,
 
     slow, quick = fake_engine.wait_for_calls(2)
     assert (slow.text, quick.text) == ("[slow 0.5] first", "second")
-    assert slow.ended <= quick.started
+    assert slow.answered <= quick.started
     assert [c.body for c in fake_twilio.wait_for_creates(2)] == ["re: [slow 0.5] first", "re: second"]
     assert [m.status for m in gw.messages("user")] == ["processed", "processed"]
 
@@ -449,7 +449,7 @@ def test_the_next_call_sees_the_reply_the_engine_gave_before_it(live_gateway, fa
     gw.settled()
 
     slow, quick = fake_engine.wait_for_calls(2)
-    assert slow.ended <= quick.started  # the reply existed before the second call was made
+    assert slow.answered <= quick.started  # the reply existed before the second call was made
     assert quick.history == [
         {"role": "user", "content": "[slow 0.5] first", "media": []},
         {"role": "assistant", "content": "re: [slow 0.5] first", "media": []},
@@ -585,7 +585,7 @@ def test_every_text_ends_processed_or_failed_under_random_faults(live_gateway, f
         calls = fake_engine.calls_for(session_id)
         for call, later in zip(calls, calls[1:]):
             if call.ended is not None and call.ended < call.started + timeout:
-                assert call.ended <= later.started, (call, later)
+                assert call.answered <= later.started, (call, later)
             else:
                 assert call.started + timeout - SLACK <= later.started, (call, later)
         assert list(dict.fromkeys(c.text for c in calls)) == received

@@ -27,6 +27,11 @@ class Call:
     media: list
     history: list
     started: float
+    # When the fake began writing its answer (or fault): the caller cannot have it any sooner, so a
+    # later call of the same session must start after this. ``ended`` is stamped after the write, and
+    # on a busy machine this thread may stamp it after the caller has read the answer, finished its
+    # turn and made its next call: ordering checks compare ``answered``.
+    answered: float | None = None
     ended: float | None = None
     outcome: str = "pending"
     signature_ok: bool | None = None
@@ -120,6 +125,7 @@ class FakeEngine:
             self._lock.notify_all()
         slow = SLOW.search(call.text)
         time.sleep(fault.hang if fault else float(slow.group(1)) if slow else self.script.delay)
+        call.answered = time.monotonic()
         try:
             if fault is not None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
