@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     from gateway.bootstrap import build_runtime
     from gateway.heap import freeze_startup_objects, under_gunicorn
     from gateway.logs import configure_logging
-    from gateway.web import errors, health, twilio
+    from gateway.web import ClosingTestClient, errors, health, twilio
     from gateway.web.session_cookie import SessionCookie
     from gateway.web.api import api
     from gateway.web.console import console
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, SECRET_KEY=runtime.secret_key)
     app.extensions["gateway"] = runtime
     app.session_interface = SessionCookie()
+    app.test_client_class = ClosingTestClient
     app.register_blueprint(twilio.blueprint)
     app.register_blueprint(api)
     app.register_blueprint(health.blueprint)

@@ -144,11 +144,16 @@ def _make_inbound(runtime: Runtime):
     from gateway.db.group_commit import GroupCommit
 
     def store(batch):
-        from gateway.services.inbound import store_texts
+        from gateway.services.inbound import commit_texts
 
-        return store_texts(runtime, batch)
+        return commit_texts(runtime, batch)
 
-    return GroupCommit(store, runtime.settings.inbound_batch)
+    def after(accepted):
+        from gateway.services.inbound import enqueue_jobs
+
+        enqueue_jobs(runtime, accepted)
+
+    return GroupCommit(store, runtime.settings.inbound_batch, after)
 
 
 def _make_sender(settings: Settings) -> SmsSender:

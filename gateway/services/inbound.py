@@ -121,20 +121,31 @@ FOREIGN_KEY_VIOLATION = "23503"
 UNIQUE_VIOLATION = "23505"
 
 
-def accept_inbound(runtime: "Runtime", sms: InboundSms) -> Accepted:
-    """Store one text and enqueue its turn, in one batch with the texts that arrive at the same time."""
-    return runtime.inbound.submit(sms)
+def accept_inbound(runtime: "Runtime", sms: InboundSms, deferred: list | None = None) -> Accepted:
+    """Store one text and enqueue its turn, in one batch with the texts that arrive at the same time.
+
+    With ``deferred`` (a list), queueing the jobs of a batch this caller stored is added to it instead,
+    for the caller to run once it has answered (the webhook: after its response is sent). The text is
+    committed either way; a job never queued (the process died first) is the sweep's to recover.
+    """
+    return runtime.inbound.submit(sms, deferred)
 
 
 def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
-    """Store texts, their customers and sessions in one transaction, then enqueue their turns.
+    """Store texts, their customers and sessions in one transaction, then enqueue their turns."""
+    accepted = commit_texts(runtime, batch)
+    enqueue_jobs(runtime, accepted)
+    return accepted
 
-    The unit of group commit (``runtime.inbound``): one result per text, in order.
+
+def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
+    """Store texts, their customers and sessions in one transaction: one result per text, in order.
+
+    The unit of group commit (``runtime.inbound``), whose ``after`` is ``enqueue_jobs``.
     """
     metrics.inbound_batch(len(batch))
     # On PostgreSQL the new rows of all three tables go in one statement (see _store).
     accepted = _store_batch(runtime, batch, together=runtime.engine.dialect.name == "postgresql")
-    turns, deliveries = [], []
     for sms, result in zip(batch, accepted):
         if result.outcome == "stored":
             log.info(
@@ -143,16 +154,24 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
             )
             if result.completed_id:
                 log.info("event=session.completed session=%s reason=expired", result.completed_id)
-            if result.session_id not in turns:
-                turns.append(result.session_id)
-            deliveries.extend(result.events)
         elif result.outcome == "duplicate":
             log.info("event=webhook.duplicate sid=%s", sms.sid)
         else:
             log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
+    return accepted
+
+
+def enqueue_jobs(runtime: "Runtime", accepted: list[Accepted]) -> None:
+    """The jobs of texts just committed: one turn job per session, one delivery per event written with them.
+    When the queue is down they are not queued; the sweep finds the work later."""
+    turns, deliveries = [], []
+    for result in accepted:
+        if result.outcome == "stored":
+            if result.session_id not in turns:
+                turns.append(result.session_id)
+            deliveries.extend(result.events)
     runtime.enqueue_many([("process_turns", (session_id,)) for session_id in turns]
                          + [("deliver_event", (event_id,)) for event_id in deliveries])
-    return accepted
 
 
 def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) -> list[Accepted]:

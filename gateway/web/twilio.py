@@ -12,7 +12,7 @@ import functools
 import hmac
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, after_this_request, jsonify, request
 from twilio.request_validator import RequestValidator
 
 from gateway import metrics
@@ -86,7 +86,28 @@ def counted(kind: str):
 @counted("sms")
 def inbound_sms() -> str:
     require_signature(request.form)
-    return accept_inbound(runtime(), parse_inbound(request.form)).outcome
+    deferred: list = []
+    outcome = accept_inbound(runtime(), parse_inbound(request.form), deferred).outcome
+    if deferred:
+        after_response(deferred)
+    return outcome
+
+
+def after_response(work: list) -> None:
+    """Run ``work`` once the response has been sent: the WSGI server closes the response after writing it
+    (PEP 3333 requires it to, also when the client went away), and closing runs these.
+
+    The webhook's text is committed before it answers (SPEC 5); queueing its turn is a round trip to
+    Redis that Twilio need not wait for, and when it never happens (the process died in between) the
+    sweep re-enqueues the turn, as when Redis is down.
+    """
+
+    def register(response: Response) -> Response:
+        for step in work:
+            response.call_on_close(step)
+        return response
+
+    after_this_request(register)
 
 
 @blueprint.post("/status")

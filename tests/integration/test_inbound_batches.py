@@ -22,7 +22,7 @@ from gateway.services import inbound
 from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
 from gateway.services.phone_numbers import create_phone_number
 from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
-from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
+from tests.support.recording_queue import RecordingQueue, queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
 
 OTHER_CUSTOMER = "+14155550999"
 OTHER_BUSINESS = "+15550100001"
@@ -539,3 +539,48 @@ def test_concurrent_webhooks_to_one_app_are_stored_once_each_in_arrival_order_pe
         # Every delivery of "text n" waited for "text n-1" to be answered, so arrival order is send order.
         assert [m.content for m in own] == ["text 0", "text 1", "text 2"]
         assert [m.seq for m in own] == [1, 2, 3] and session.last_seq == 3
+
+
+class HeldQueue(RecordingQueue):
+    """A queue whose enqueue waits until the test lets it go, as a slow Redis would."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def enqueue_many(self, jobs):
+        self.entered.set()
+        assert self.release.wait(10), "the test never let the queue go"
+        super().enqueue_many(jobs)
+
+
+def test_the_webhook_answers_once_its_text_is_committed_and_queues_its_turn_after_answering(runtime, number):
+    """Over a real HTTP server: Twilio gets its 200 while the turn's enqueue is still waiting on the queue, the
+    text already committed; once the queue answers, the turn is queued (SPEC 5: stored before the response,
+    all other work in jobs). Were the enqueue part of the answer, the POST would wait for the queue."""
+    import httpx
+
+    from tests.conftest import inbound_params as params_of
+    from tests.support.net import LiveServer
+
+    queue = runtime.queue = HeldQueue()
+    server = LiveServer(create_app(runtime=runtime)).start()
+    try:
+        params = params_of("answered first", sid="SMfirst" + "0" * 27)
+        signature = sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)
+        response = httpx.post(server.url + "/twilio/sms", data=params, headers={"X-Twilio-Signature": signature},
+                              timeout=5)
+        assert response.status_code == 200 and "<Response/>" in response.text
+        assert [m.content for m in texts_of(runtime)] == ["answered first"]
+        assert queue.entered.wait(5), "the turn was never handed to the queue"
+        assert queue.jobs == []
+        queue.release.set()
+        for _ in range(500):
+            if queue.jobs:
+                break
+            threading.Event().wait(0.01)
+        assert [(job, args) for job, args, _ in queue.jobs] == [("process_turns", (texts_of(runtime)[0].session_id,))]
+    finally:
+        queue.release.set()
+        server.stop()

@@ -132,3 +132,71 @@ def test_many_concurrent_callers_all_get_their_own_results():
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(group.submit, range(200)))
     assert results == [item * item for item in range(200)]
+
+
+def test_after_runs_once_per_committed_batch_with_its_results_and_never_for_a_failed_one():
+    """``after`` gets each stored batch's results, in the caller that stored it; a batch that failed has none."""
+    store = SlowStore(fail_on="c")
+    seen = []
+    group = GroupCommit(store, max_batch=2, after=lambda results: seen.append(list(results)))
+    submit_while_first_is_stored(group, store, ["a", "b", "c", "d", "e"], expect_waiting=4)
+
+    stored_batches = [batch for batch in store.batches if "c" not in batch]
+    assert sorted(seen) == sorted([f"stored {item}" for item in batch] for batch in stored_batches)
+    assert ["stored a"] in seen and not any("stored c" in results for results in seen)
+
+
+def test_the_next_batch_is_stored_while_the_previous_batch_s_after_still_runs():
+    """``after`` runs outside the lane: callers waiting behind a batch are stored without waiting for it."""
+    after_started, release_after = threading.Event(), threading.Event()
+
+    def after(results):
+        if results == ["a"]:
+            after_started.set()
+            assert release_after.wait(10)
+
+    group = GroupCommit(lambda items: list(items), max_batch=8, after=after)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(group.submit, "a")
+        assert after_started.wait(5)
+        assert pool.submit(group.submit, "b").result(5) == "b", "the second batch waited for the first one's after"
+        assert not first.done()
+        release_after.set()
+        assert first.result(5) == "a"
+
+
+def test_a_caller_that_defers_gets_the_after_of_the_batch_it_stored_to_run_itself():
+    """With ``deferred``, the caller's result comes back before ``after`` has run; the list holds it."""
+    seen = []
+    group = GroupCommit(lambda items: [item.upper() for item in items], max_batch=8, after=seen.append)
+    deferred: list = []
+    assert group.submit("a", deferred) == "A"
+    assert seen == [] and len(deferred) == 1
+    deferred[0]()
+    assert seen == [["A"]]
+    assert group.submit("b") == "B" and seen == [["A"], ["B"]]
+
+
+def test_callers_stored_by_another_caller_hand_back_nothing_to_run():
+    """Only the caller that stored a batch runs (or is handed) its ``after``; the others' lists stay empty."""
+    store = SlowStore()
+    afters = []
+    group = GroupCommit(store, max_batch=32, after=afters.append)
+    lists = {item: [] for item in "abcd"}
+
+    def call(item):
+        return group.submit(item, lists[item])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(call, "a")
+        assert store.first_started.wait(5)
+        rest = [pool.submit(call, item) for item in "bcd"]
+        wait_until_waiting(group, 3)
+        store.release_first.set()
+        assert [first.result(10)] + [future.result(10) for future in rest] == [f"stored {item}" for item in "abcd"]
+    assert len(lists["a"]) == 1
+    assert sum(len(handed) for handed in lists.values()) == 2  # the first batch's and the second's
+    for handed in lists.values():
+        for after in handed:
+            after()
+    assert sorted(map(sorted, afters)) == [["stored a"], ["stored b", "stored c", "stored d"]]
