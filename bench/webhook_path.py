@@ -58,13 +58,24 @@ def _environ(params: dict[str, str], signature: str) -> dict:
     }
 
 
-def _call(app, environ: dict) -> None:
+def _call(app, environ: dict) -> float:
+    """One request, as a WSGI server serves it: the body written, then the response closed (PEP 3333),
+    which runs what the view left for after its answer. Returns the seconds until the body was complete:
+    how long the client waited."""
     environ = dict(environ)
     environ["wsgi.input"] = io.BytesIO(environ.pop("_body"))
     status = []
-    body = b"".join(app(environ, lambda s, h, exc=None: status.append(s)))
+    started = time.perf_counter()
+    response = app(environ, lambda s, h, exc=None: status.append(s))
+    try:
+        body = b"".join(response)
+        answered = time.perf_counter() - started
+    finally:
+        if hasattr(response, "close"):
+            response.close()
     if not status[0].startswith("200") or b"<Response/>" not in body:
         raise SystemExit(f"webhook answered {status[0]}: {body[:200]!r}")
+    return answered
 
 
 def child(texts: int, profile: Path | None) -> dict:
@@ -149,26 +160,26 @@ def child(texts: int, profile: Path | None) -> dict:
 
         statements = [0]
         event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
-        cpu, wall, trips = {}, {}, {}
+        cpu, wall, answered, trips = {}, {}, {}, {}
         for case, (app, batch) in plan.items():
             together = case.endswith("at once")
             if profiler and app is gateway:
                 profiler.enable()
             before, started, count = time.process_time(), time.perf_counter(), statements[0]
             if together:
-                _in_fours(app, batch)
+                waited = _in_fours(app, batch)
             else:
-                for environ in batch:
-                    _call(app, environ)
+                waited = sum(_call(app, environ) for environ in batch)
             cpu[case] = (time.process_time() - before) / len(batch) * 1e6
             wall[case] = (time.perf_counter() - started) / len(batch) * 1e6
+            answered[case] = waited / len(batch) * 1e6
             trips[case] = (statements[0] - count) / len(batch)
             if profiler and app is gateway:
                 profiler.disable()
         if profiler:
             profiler.dump_stats(str(profile))
         _check_stored(runtime, 6 * texts + 8)
-        return {"cpu_us": cpu, "wall_us": wall, "statements": trips}
+        return {"cpu_us": cpu, "wall_us": wall, "answered_us": answered, "statements": trips}
     finally:
         if runtime is not None:
             runtime.close()
@@ -188,16 +199,17 @@ def _check_stored(runtime, expected: int) -> None:
         raise SystemExit(f"{stored} texts stored for {expected} webhooks")
 
 
-def _in_fours(app, batch: list[dict]) -> None:
-    """Four threads post together, four at a time, so group commit stores batches of about four."""
+def _in_fours(app, batch: list[dict]) -> float:
+    """Four threads post together, four at a time, so group commit stores batches of about four.
+    Returns the seconds the posts waited for their answers, all added up."""
     barrier = threading.Barrier(4)
-    errors = []
+    errors, waited = [], []
 
     def post(mine: list[dict]) -> None:
         try:
             for environ in mine:
                 barrier.wait()
-                _call(app, environ)
+                waited.append(_call(app, environ))
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
             barrier.abort()
@@ -209,6 +221,7 @@ def _in_fours(app, batch: list[dict]) -> None:
         thread.join()
     if errors:
         raise errors[0]
+    return sum(waited)
 
 
 def round_command(tree: Path, texts: int, profile: Path | None = None) -> tuple[list[str], Path]:
@@ -263,18 +276,25 @@ def main() -> None:
             for name, figures in child_rounds(commands, together=not args.one_after_the_other).items():
                 results[name].append(figures)
         for name, rounds in results.items():
-            print(f"  {name}: CPU us per webhook (median of rounds; the rounds), wall us")
+            print(f"  {name}: CPU us per webhook (median of rounds; the rounds); wall us per webhook; "
+                  "us until answered (the client's wait, before the response is closed)")
             for case in CASES:
                 cpu = [r["cpu_us"][case] for r in rounds]
                 wall = statistics.median(r["wall_us"][case] for r in rounds)
+                answered = statistics.median(r["answered_us"][case] for r in rounds)
                 trips = rounds[-1]["statements"][case]
                 print(f"    {case:21s} {statistics.median(cpu):6.0f}  ({', '.join(f'{c:.0f}' for c in cpu)})"
-                      f"  wall {wall:6.0f}  {trips:4.2f} statements/webhook")
+                      f"  wall {wall:6.0f}  answered {answered:6.0f}  {trips:4.2f} statements/webhook")
         if args.baseline:
             how = "one after the other" if args.one_after_the_other else "run at the same time"
             print(f"  this tree / {args.baseline}, CPU per webhook, round by round ({how}), and the median:")
             for case in CASES[2:]:
                 ratios = [now["cpu_us"][case] / then["cpu_us"][case]
+                          for now, then in zip(results["this tree"], results[args.baseline])]
+                print(f"    {case:26s} {statistics.median(ratios):.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
+            print(f"  this tree / {args.baseline}, time until answered, round by round, and the median:")
+            for case in CASES[2:]:
+                ratios = [now["answered_us"][case] / then["answered_us"][case]
                           for now, then in zip(results["this tree"], results[args.baseline])]
                 print(f"    {case:26s} {statistics.median(ratios):.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
         if args.profile:
