@@ -124,6 +124,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the gunicorn workers in an extra gateway run")
     parser.add_argument("--baseline", metavar="GIT_REF",
                         help="also run the gateway as of this git ref (e.g. HEAD), side by side, on the same database")
+    parser.add_argument("--paced-pairs", type=int, default=0, metavar="N",
+                        help="with --baseline: N more paced runs of each tree at half the peak, alternately, "
+                             "for a side-by-side comparison of the paced p50 and p99")
     parser.add_argument("--json", type=Path, default=OUT / "ingest.json")
     args = parser.parse_args()
     exit_cleanly_on_signals()
@@ -260,6 +263,11 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             stored_expected += before_paced.ok
             print(f"  {args.baseline:7s} {before_paced.summary()}  (same rate)")
             figures["paced"]["baseline"] = _figures(before_paced, {})
+            if args.paced_pairs:
+                pairs = paced_pairs(stack, gateway_hooks, args, rate)
+                stored_expected += sum(result.ok for pair in pairs for result in pair.values())
+                figures["paced"]["pairs"] = [{name: _figures(result, {}) for name, result in pair.items()}
+                                             for pair in pairs]
 
         if args.profile:
             print("profile: py-spy on the gunicorn workers during an extra peak run (not counted above)")
@@ -321,6 +329,31 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
         print("error: the number of stored texts differs from the number of 200 answers", file=sys.stderr)
         return 1
     return 0
+
+
+def paced_pairs(stack: Stack, hooks: "Webhooks", args, rate: float) -> list[dict[str, Result]]:
+    """Paced runs of this tree and the baseline in turn, which of them goes first alternating, so that
+    the machine's drift from minute to minute falls on both alike; prints each pair and the medians."""
+    print(f"paced pairs: this tree and {args.baseline} in turn at {rate:.0f}/s, {args.paced_seconds:g} s each")
+    pairs = []
+    for index in range(args.paced_pairs):
+        order = [("gateway", stack.web_port), (args.baseline, stack.baseline_port)]
+        pair = {}
+        for name, port in order if index % 2 == 0 else order[::-1]:
+            requests = hooks.take(int(rate * args.paced_seconds))
+            pair[name] = fire(port, requests, connections=args.connections, rate=rate, expect_body=EMPTY_TWIML)
+        now, then = pair["gateway"], pair[args.baseline]
+        print(f"  pair {index + 1}: gateway p50 {now.p(50):.2f} p99 {now.p(99):.2f} ms; "
+              f"{args.baseline} p50 {then.p(50):.2f} p99 {then.p(99):.2f} ms; "
+              f"p99 gateway/{args.baseline} {now.p(99) / then.p(99):.2f}")
+        pairs.append(pair)
+    for percentile in (50, 99):
+        ratios = [pair["gateway"].p(percentile) / pair[args.baseline].p(percentile) for pair in pairs]
+        print(f"  p{percentile} gateway/{args.baseline}: median {statistics.median(ratios):.2f} "
+              f"({', '.join(f'{r:.2f}' for r in ratios)}); gateway median "
+              f"{statistics.median(pair['gateway'].p(percentile) for pair in pairs):.2f} ms, {args.baseline} "
+              f"{statistics.median(pair[args.baseline].p(percentile) for pair in pairs):.2f} ms")
+    return pairs
 
 
 def _figures(result: Result, cpu: dict) -> dict:

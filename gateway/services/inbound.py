@@ -141,7 +141,7 @@ def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
 def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     """Store texts, their customers and sessions in one transaction: one result per text, in order.
 
-    The unit of group commit (``runtime.inbound``), whose ``after`` is ``enqueue_jobs``.
+    The unit of group commit (``runtime.inbound``), whose ``after`` queues ``jobs_for`` the results.
     """
     metrics.inbound_batch(len(batch))
     # On PostgreSQL the new rows of all three tables go in one statement (see _store).
@@ -162,16 +162,21 @@ def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
 
 
 def enqueue_jobs(runtime: "Runtime", accepted: list[Accepted]) -> None:
-    """The jobs of texts just committed: one turn job per session, one delivery per event written with them.
-    When the queue is down they are not queued; the sweep finds the work later."""
+    """Queue the jobs of texts just committed (see ``jobs_for``). When the queue is down they are not
+    queued; the sweep finds the work later."""
+    runtime.enqueue_many(jobs_for(accepted))
+
+
+def jobs_for(accepted: list[Accepted]) -> list[tuple[str, tuple]]:
+    """The jobs of texts just committed: one turn job per session, one delivery per event written with them."""
     turns, deliveries = [], []
     for result in accepted:
         if result.outcome == "stored":
             if result.session_id not in turns:
                 turns.append(result.session_id)
             deliveries.extend(result.events)
-    runtime.enqueue_many([("process_turns", (session_id,)) for session_id in turns]
-                         + [("deliver_event", (event_id,)) for event_id in deliveries])
+    return [("process_turns", (session_id,)) for session_id in turns] + [("deliver_event", (event_id,))
+                                                                          for event_id in deliveries]
 
 
 def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) -> list[Accepted]:
