@@ -4,9 +4,11 @@ The webhook's whole job: parse, store the text and its session in one
 transaction, enqueue the turn, answer. Engine and send work happen in jobs.
 
 Texts that reach one web process at the same moment share that transaction
-(group commit, ``runtime.inbound``): ``store_texts`` stores a batch exactly as
+(group commit, ``runtime.inbound``): ``commit_texts`` stores a batch exactly as
 the texts would have been stored one by one, in arrival order, and each
-webhook answers only once its batch has committed.
+webhook answers only once its batch has committed. The batch's jobs
+(``jobs_for``) are queued after that, once the webhook has answered; when the
+queue is down, or the process dies first, the sweep finds the work later.
 """
 
 from __future__ import annotations
@@ -131,13 +133,6 @@ def accept_inbound(runtime: "Runtime", sms: InboundSms, deferred: list | None = 
     return runtime.inbound.submit(sms, deferred)
 
 
-def store_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
-    """Store texts, their customers and sessions in one transaction, then enqueue their turns."""
-    accepted = commit_texts(runtime, batch)
-    enqueue_jobs(runtime, accepted)
-    return accepted
-
-
 def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
     """Store texts, their customers and sessions in one transaction: one result per text, in order.
 
@@ -159,12 +154,6 @@ def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
         else:
             log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
     return accepted
-
-
-def enqueue_jobs(runtime: "Runtime", accepted: list[Accepted]) -> None:
-    """Queue the jobs of texts just committed (see ``jobs_for``). When the queue is down they are not
-    queued; the sweep finds the work later."""
-    runtime.enqueue_many(jobs_for(accepted))
 
 
 def jobs_for(accepted: list[Accepted]) -> list[tuple[str, tuple]]:

@@ -1,4 +1,4 @@
-"""Group commit of webhooks (gateway/services/inbound.py store_texts): a batch stores exactly what
+"""Group commit of webhooks (gateway/services/inbound.py commit_texts): a batch stores exactly what
 the same texts would have stored one by one, on SQLite and on PostgreSQL (SPEC 5, 6.1, 6.3, 6.4)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gateway.db.group_commit import GroupCommit
 from gateway.db.models import Customer, Event, Message, Session
 from gateway.schemas import PhoneNumberCreate
 from gateway.services import inbound
-from gateway.services.inbound import accept_inbound, parse_inbound, store_texts
+from gateway.services.inbound import accept_inbound, commit_texts, jobs_for, parse_inbound
 from gateway.services.phone_numbers import create_phone_number
 from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import RecordingQueue, queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
@@ -27,6 +27,13 @@ from tests.support.recording_queue import RecordingQueue, queue, runtime  # noqa
 OTHER_CUSTOMER = "+14155550999"
 OTHER_BUSINESS = "+15550100001"
 NOBODYS_NUMBER = "+15550109999"
+
+
+def store_texts(runtime, batch):
+    """One batch as the webhooks' group commit handles it: committed, then its jobs queued."""
+    accepted = commit_texts(runtime, batch)
+    runtime.enqueue_many(jobs_for(accepted))
+    return accepted
 
 
 def sms(body: str, sid: str, from_: str = CUSTOMER, to: str = BUSINESS, **extra):
@@ -53,7 +60,7 @@ def turns(queue) -> list[str]:
 
 
 def test_the_runtime_stores_webhooks_through_group_commit(runtime, number):
-    """Every runtime's accept_inbound goes through a GroupCommit whose store is store_texts."""
+    """Every runtime's accept_inbound goes through a GroupCommit whose store is commit_texts."""
     assert isinstance(runtime.inbound, GroupCommit)
     assert accept_inbound(runtime, sms("hi", "SMaaa1")).outcome == "stored"
     assert [m.twilio_sid for m in texts_of(runtime)] == ["SMaaa1"]
