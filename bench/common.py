@@ -204,6 +204,29 @@ class Stack:
         self.runtime = build_runtime(Settings.from_env(self.env), migrate=False)
         self.exits.callback(self.runtime.close)
 
+    def settle(self, quiet_cores: float = 0.3, longest: float = 30.0) -> str:
+        """Wait until what ran before (another bench, this one's seeding) no longer competes with the run.
+
+        Run straight after bench/ingest, bench/e2e's webhooks once stalled for 300 ms: the ingest had
+        just written some 15,000 texts and dropped its database, and PostgreSQL and the kernel were
+        still writing that out. So: a CHECKPOINT, the kernel's dirty pages synced, then up to
+        ``longest`` seconds until the machine's CPU has been below ``quiet_cores`` for a second.
+        Returns what it waited for, to print beside the figures.
+        """
+        started = time.monotonic()
+        with self.psql() as connection:
+            connection.execute("CHECKPOINT")
+        os.sync()
+        busy = quiet = 0.0
+        while time.monotonic() - started < longest:
+            meter = MachineCpu().start()
+            time.sleep(0.5)
+            busy = meter.stop() / 0.5
+            quiet = quiet + 0.5 if busy < quiet_cores else 0.0
+            if quiet >= 1.0:
+                return f"settled in {time.monotonic() - started:.1f} s (machine {busy:.2f} cores busy)"
+        return f"not settled after {longest:g} s (machine still {busy:.2f} cores busy); measuring anyway"
+
     def _process(self, program: list[str], args: list[str], cwd: Path | None = None,
                  env: dict | None = None) -> GatewayProcess:
         cwd = cwd or self.source or ROOT

@@ -164,6 +164,7 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
         references: dict = {}
         stored_expected = 0
         peaks = []
+        print(stack.settle())
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number} ({load_note()})")
             # Bare first: its rate bounds how many distinct webhooks the gateway run can use.
