@@ -207,9 +207,10 @@ class Stack:
     def settle(self, quiet_cores: float = 0.3, longest: float = 30.0) -> str:
         """Wait until what ran before (another bench, this one's seeding) no longer competes with the run.
 
-        Run straight after bench/ingest, bench/e2e's webhooks once stalled for 300 ms: the ingest had
-        just written some 15,000 texts and dropped its database, and PostgreSQL and the kernel were
-        still writing that out. So: a CHECKPOINT, the kernel's dirty pages synced, then up to
+        Run straight after bench/ingest, bench/e2e's webhooks once stalled for 300 ms. The ingest had
+        just written some 15,000 texts and dropped its database; whether writing that out was the
+        cause is not proven, but it need not be left to chance. So: a CHECKPOINT, the kernel's dirty
+        pages synced, then up to
         ``longest`` seconds until the machine's CPU has been below ``quiet_cores`` for a second.
         Returns what it waited for, to print beside the figures.
         """

@@ -109,7 +109,8 @@ def measure(args, source: Path | None, profile: bool, json_path: Path) -> int:
         baseline = len(stack.fake_twilio.creates)
 
         planned = [text(i, "e2e") for i in range(count)]
-        print(f"{count} texts from {customers} customers ({load_note()}; {stack.settle()})")
+        settled = stack.settle()  # before the load is read, so that the two lines agree
+        print(f"{count} texts from {customers} customers ({load_note()}; {settled})")
         result = fire(stack.web_port, [request for _, _, request in planned], connections=4, rate=args.rate,
                       expect_body=EMPTY_TWIML)
         print(f"  webhooks: {result.summary()}  (client CPU includes the fake Twilio in the same process)")
