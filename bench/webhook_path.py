@@ -12,7 +12,9 @@ texts to a second number whose assistant subscribes to session.created (an
 event written with each session). Webhooks go one at a time (batches of one,
 as at half the peak) and then four at a time from four threads, which group
 commit stores together as under load. Logs go to a file at INFO, as in
-production.
+production. Beside the web process's CPU it prints the CPU of the PostgreSQL
+backends serving the round's database (from /proc/<pid>/schedstat: the server
+runs on this machine), the other half of a webhook's cost.
 
     .venv/bin/python bench/webhook_path.py [--texts 400] [--rounds 3] [--baseline HEAD] [--profile]
 
@@ -158,14 +160,16 @@ def child(texts: int, profile: Path | None) -> dict:
             profiler = cProfile.Profile(time.thread_time)
         from sqlalchemy import event
 
+        backends = _Backends(database)
         statements = [0]
         event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
-        cpu, wall, answered, trips = {}, {}, {}, {}
+        cpu, wall, answered, trips, postgres = {}, {}, {}, {}, {}
         for case, (app, batch) in plan.items():
             together = case.endswith("at once")
             if profiler and app is gateway:
                 profiler.enable()
             before, started, count = time.process_time(), time.perf_counter(), statements[0]
+            backends_before = backends.cpu_ns()
             if together:
                 waited = _in_fours(app, batch)
             else:
@@ -174,17 +178,45 @@ def child(texts: int, profile: Path | None) -> dict:
             wall[case] = (time.perf_counter() - started) / len(batch) * 1e6
             answered[case] = waited / len(batch) * 1e6
             trips[case] = (statements[0] - count) / len(batch)
+            postgres[case] = backends.used_since(backends_before) / len(batch) / 1e3
             if profiler and app is gateway:
                 profiler.disable()
         if profiler:
             profiler.dump_stats(str(profile))
         _check_stored(runtime, 6 * texts + 8)
-        return {"cpu_us": cpu, "wall_us": wall, "answered_us": answered, "statements": trips}
+        return {"cpu_us": cpu, "wall_us": wall, "answered_us": answered, "statements": trips, "postgres_us": postgres}
     finally:
         if runtime is not None:
             runtime.close()
         redis_server.stop()
         database.drop()
+
+
+class _Backends:
+    """CPU time of the PostgreSQL backends serving the scratch database (the server is shared with
+    other databases), read from /proc/<pid>/schedstat in nanoseconds: the webhook's cost on the
+    database's side, which the web process's own CPU figure leaves out."""
+
+    def __init__(self, database):
+        import psycopg
+
+        self._admin = psycopg.connect(database.admin_url, autocommit=True)
+        self._name = database.name
+
+    def cpu_ns(self) -> dict[int, int]:
+        pids = [row[0] for row in self._admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._name,)).fetchall()]
+        used = {}
+        for pid in pids:
+            try:
+                used[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # ended meanwhile, or another machine's server: no figure
+        return used
+
+    def used_since(self, before: dict[int, int]) -> int:
+        """Nanoseconds since ``before``; a backend started since counts from its start."""
+        return sum(ns - before.get(pid, 0) for pid, ns in self.cpu_ns().items())
 
 
 def _check_stored(runtime, expected: int) -> None:
@@ -277,14 +309,17 @@ def main() -> None:
                 results[name].append(figures)
         for name, rounds in results.items():
             print(f"  {name}: CPU us per webhook (median of rounds; the rounds); wall us per webhook; "
-                  "us until answered (the client's wait, before the response is closed)")
+                  "us until answered (the client's wait, before the response is closed); "
+                  "postgres: CPU us per webhook of the database's backends")
             for case in CASES:
                 cpu = [r["cpu_us"][case] for r in rounds]
                 wall = statistics.median(r["wall_us"][case] for r in rounds)
                 answered = statistics.median(r["answered_us"][case] for r in rounds)
                 trips = rounds[-1]["statements"][case]
+                postgres = statistics.median(r.get("postgres_us", {}).get(case, 0) for r in rounds)
                 print(f"    {case:21s} {statistics.median(cpu):6.0f}  ({', '.join(f'{c:.0f}' for c in cpu)})"
-                      f"  wall {wall:6.0f}  answered {answered:6.0f}  {trips:4.2f} statements/webhook")
+                      f"  wall {wall:6.0f}  answered {answered:6.0f}  postgres {postgres:5.0f}"
+                      f"  {trips:4.2f} statements/webhook")
         if args.baseline:
             how = "one after the other" if args.one_after_the_other else "run at the same time"
             print(f"  this tree / {args.baseline}, CPU per webhook, round by round ({how}), and the median:")
@@ -292,6 +327,13 @@ def main() -> None:
                 ratios = [now["cpu_us"][case] / then["cpu_us"][case]
                           for now, then in zip(results["this tree"], results[args.baseline])]
                 print(f"    {case:26s} {statistics.median(ratios):.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
+            print(f"  this tree / {args.baseline}, the database's CPU per webhook, round by round, and the median:")
+            for case in CASES[2:]:
+                ratios = [now["postgres_us"][case] / then["postgres_us"][case]
+                          for now, then in zip(results["this tree"], results[args.baseline])
+                          if then.get("postgres_us", {}).get(case)]
+                if ratios:
+                    print(f"    {case:26s} {statistics.median(ratios):.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
             print(f"  this tree / {args.baseline}, time until answered, round by round, and the median:")
             for case in CASES[2:]:
                 ratios = [now["answered_us"][case] / then["answered_us"][case]
