@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benches of issue 7: bash bench/run.sh [ingest] [e2e] [scale] [worker_path] [webhook_path] [--profile]
-# With no name, the three of the issue, one after the other; worker_path and webhook_path (CPU per text in
-# the workers, and per webhook in a web process, in process) only when named. From a fresh clone: installs what the benches need when
+# Runs the benches of issue 7: bash bench/run.sh [ingest] [e2e] [scale] [worker_path] [webhook_path] [database_cost] [--profile]
+# With no name, the three of the issue, one after the other; worker_path, webhook_path and database_cost (CPU
+# per text in the workers, per webhook in a web process, in process, and PostgreSQL's per stored text) only when named. From a fresh clone: installs what the benches need when
 # missing (the .venv with the test and bench extras, redis-server, PostgreSQL), like scripts/test.sh. Each
 # bench starts and stops its own gateway, PostgreSQL scratch database and redis-server. --profile adds a
 # py-spy run to bench/ingest and bench/e2e (summaries in bench/out/); bench/scale has no profile run.
@@ -11,9 +11,9 @@ benches=()
 profile=()
 for arg in "$@"; do
   case "$arg" in
-    ingest|e2e|scale|worker_path|webhook_path) benches+=("$arg") ;;
+    ingest|e2e|scale|worker_path|webhook_path|database_cost) benches+=("$arg") ;;
     --profile) profile=(--profile) ;;
-    *) echo "usage: bash bench/run.sh [ingest] [e2e] [scale] [worker_path] [webhook_path] [--profile]" >&2; exit 2 ;;
+    *) echo "usage: bash bench/run.sh [ingest] [e2e] [scale] [worker_path] [webhook_path] [database_cost] [--profile]" >&2; exit 2 ;;
   esac
 done
 [ ${#benches[@]} -eq 0 ] && benches=(ingest e2e scale)
@@ -24,10 +24,10 @@ cd "$ROOT"
 status=0
 for bench in "${benches[@]}"; do
   echo "== bench/$bench"
-  if [ "$bench" = scale ] || [ "$bench" = worker_path ] || [ "$bench" = webhook_path ]; then
-    .venv/bin/python "bench/$bench.py" || status=1
-  else
+  if [ "$bench" = ingest ] || [ "$bench" = e2e ]; then
     .venv/bin/python "bench/$bench.py" "${profile[@]}" || status=1
+  else
+    .venv/bin/python "bench/$bench.py" || status=1
   fi
   echo
 done
