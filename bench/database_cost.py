@@ -17,6 +17,7 @@ Each variant is a fresh database, migrated, then changed:
                          insert, read by the sweep and the API but not by the webhook
   async commit           synchronous_commit off: the commit's WAL flush left out. No deployment should
                          run so (a text answered 200 could be lost in a crash); it shows the flush's share.
+Then, for reference, a one-row autocommit INSERT into a table of its own, with the flush and without.
 Only "as migrated" keeps SPEC 6: the others show what each piece of it costs. In each round the four
 databases are open at once and take turns, 50 texts at a time, so that the VM's drift falls on all alike.
 
@@ -154,6 +155,34 @@ def _database(variant: str):
         database.drop()
 
 
+def plain_insert_reference(count: int = 2000) -> dict[str, float]:
+    """A one-row autocommit INSERT into a table with one index, ``count`` times with the commit's flush
+    and ``count`` times without, taking turns 200 at a time: the cost of a commit's flush on this machine, apart from the gateway."""
+    import psycopg
+
+    from tests.support.postgres import ScratchDatabase
+
+    database = ScratchDatabase().create()
+    try:
+        with psycopg.connect(database.url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE plain (id serial PRIMARY KEY, body text)")
+            schedstat = Path(f"/proc/{connection.info.backend_pid}/schedstat")
+            used = {"on": [0, 0.0], "off": [0, 0.0]}  # backend ns, wall seconds
+            for turn in range(2 * (count // 200)):
+                mode = "on" if turn % 2 == 0 else "off"
+                connection.execute(f"SET synchronous_commit = {mode}")
+                before, started = int(schedstat.read_text().split()[0]), time.perf_counter()
+                for _ in range(200):
+                    connection.execute("INSERT INTO plain (body) VALUES (%s)", ("a text",), prepare=True)
+                used[mode][0] += int(schedstat.read_text().split()[0]) - before
+                used[mode][1] += time.perf_counter() - started
+        inserts = 200 * (count // 200)  # per mode
+        return {f"{kind}_{mode}": (value / 1e3 if kind == "cpu" else value * 1e6) / inserts
+                for mode, (ns, wall) in used.items() for kind, value in (("cpu", ns), ("wall", wall))}
+    finally:
+        database.drop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=1000, help="texts per case and variant in each round")
@@ -181,6 +210,9 @@ def main() -> None:
             ratio = [t / (b[case]["lookup"] + b[case]["write"]) for t, b in zip(total, base)]
             print(f"    {variant:22s} lookup {lookup:5.0f}  write {write:5.0f}  both {statistics.median(total):5.0f}"
                   f"  ({', '.join(f'{t:.0f}' for t in total)})  / as migrated {statistics.median(ratio):.2f}")
+    plain = plain_insert_reference()
+    print(f"  reference, a one-row autocommit INSERT (one index): backend CPU {plain['cpu_on']:.0f} us with the "
+          f"commit's flush, {plain['cpu_off']:.0f} without; wall {plain['wall_on']:.0f} and {plain['wall_off']:.0f} us")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "database_cost.json").write_text(json.dumps(results, indent=1))
