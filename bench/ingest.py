@@ -18,7 +18,9 @@ signature, floor and gateway in turn, round after round.
 
 Reported: requests/s, p50 and p99 for both and the ratio; CPU per request of
 each part (client, gunicorn, PostgreSQL backends, Redis) and of the whole
-machine, which shows how much other work shared the cores; then a paced
+machine, which shows how much other work shared the cores, and the WAL
+PostgreSQL wrote per request (more right after a checkpoint, when each page's
+first change is logged whole); then a paced
 (open-loop) run at half the gateway's peak with its p50/p99, where in time its
 slowest 1 % fell (spread over the run, or crowded in a few 100-ms windows: a
 stall), and bare Flask at the same rate with its CPU per request.
@@ -81,8 +83,10 @@ def measured(stack: Stack, process, port: int, requests: list[bytes], *, seconds
         "redis": CpuMeter([stack.redis.process.pid]).start(),
     }
     machine_cpu = MachineCpu().start()
+    wal = _wal_position(stack)
     result = fire(port, requests, connections=connections, duration=seconds, rate=rate, expect_body=EMPTY_TWIML)
     answered = max(1, len(result.latencies))
+    wal_bytes = _wal_bytes_since(stack, wal)
     cpu = {name: meter.stop() / answered * 1e6 for name, meter in parts.items()}
     cpu["client"] = result.client_us_per_request
     total = machine_cpu.stop()
@@ -90,7 +94,21 @@ def measured(stack: Stack, process, port: int, requests: list[bytes], *, seconds
     ours = sum(cpu[name] for name in ("gunicorn", "postgres", "redis", "client"))
     cpu["others"] = max(0.0, cpu["machine"] - ours)
     cpu["machine_busy_cores"] = total / result.elapsed if result.elapsed else 0.0
+    cpu["wal_bytes"] = wal_bytes / answered
     return result, cpu
+
+
+def _wal_position(stack: Stack) -> str:
+    with stack.psql() as connection:
+        return connection.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+
+
+def _wal_bytes_since(stack: Stack, position: str) -> float:
+    """WAL the server wrote since ``position``: all its databases, though only the bench's is busy. A
+    text's rows and index entries, and whole pages the first time each is changed after a checkpoint."""
+    with stack.psql() as connection:
+        return float(connection.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)",
+                                        (position,)).fetchone()[0])
 
 
 def cpu_line(cpu: dict) -> str:
@@ -98,6 +116,7 @@ def cpu_line(cpu: dict) -> str:
         f"      CPU us/request: gunicorn {cpu['gunicorn']:.0f}, postgres {cpu['postgres']:.0f}, redis {cpu['redis']:.0f}, "
         f"client {cpu['client']:.0f}; other processes on the machine {cpu['others']:.0f} "
         f"(machine busy {cpu['machine_busy_cores']:.2f} of 2 cores)"
+        + (f"; WAL {cpu['wal_bytes']:.0f} bytes/request" if cpu.get("wal_bytes", 0) >= 1 else "")
     )
 
 
