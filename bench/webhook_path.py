@@ -101,6 +101,7 @@ def child(texts: int, profile: Path | None) -> dict:
     database = ScratchDatabase().create()
     redis_server = RedisServer().start()
     runtime = None
+    closing: list = []
     try:
         settings = Settings.from_env({
             "GATEWAY_DATABASE_URL": engine_url(database.url), "GATEWAY_REDIS_URL": redis_server.url,
@@ -161,6 +162,7 @@ def child(texts: int, profile: Path | None) -> dict:
         from sqlalchemy import event
 
         backends = _Backends(database)
+        closing.append(backends.close)
         statements = [0]
         event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
         cpu, wall, answered, trips, postgres = {}, {}, {}, {}, {}
@@ -188,6 +190,8 @@ def child(texts: int, profile: Path | None) -> dict:
     finally:
         if runtime is not None:
             runtime.close()
+        for close in closing:
+            close()
         redis_server.stop()
         database.drop()
 
@@ -213,6 +217,9 @@ class _Backends:
             except (OSError, ValueError, IndexError):
                 pass  # ended meanwhile, or another machine's server: no figure
         return used
+
+    def close(self) -> None:
+        self._admin.close()
 
     def used_since(self, before: dict[int, int]) -> int:
         """Nanoseconds since ``before``; a backend started since counts from its start."""
