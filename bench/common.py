@@ -210,8 +210,8 @@ class Stack:
         Run straight after bench/ingest, bench/e2e's webhooks once stalled for 300 ms. The ingest had
         just written some 15,000 texts and dropped its database; whether writing that out was the
         cause is not proven, but it need not be left to chance. So: a CHECKPOINT, the kernel's dirty
-        pages synced, then up to
-        ``longest`` seconds until the machine's CPU has been below ``quiet_cores`` for a second.
+        pages synced, then up to ``longest`` seconds until the machine's CPU has been below
+        ``quiet_cores`` for a second.
         Returns what it waited for, to print beside the figures.
         """
         started = time.monotonic()
@@ -469,6 +469,12 @@ class CpuMeter:
 
     def stop(self) -> float:
         return (self._ticks() - self._start) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds a process (a PostgreSQL backend, say) has run on a CPU, from /proc/<pid>/schedstat:
+    finer than /proc/<pid>/stat's clock ticks, for the cost of single statements."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
 class MachineCpu:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import cpu_ns  # noqa: E402
 
 VARIANTS = ("as migrated", "no foreign keys", "no secondary indexes", "async commit")
 TABLES = ("sessions", "messages")
@@ -78,13 +79,12 @@ class _StatementCpu:
 
         def timed(statement, connection, parameters):
             pid = connection.connection.driver_connection.info.backend_pid
-            schedstat = Path(f"/proc/{pid}/schedstat")
-            before = int(schedstat.read_text().split()[0])
+            before = cpu_ns(pid)
             try:
                 return real(statement, connection, parameters)
             finally:
                 kind = "lookup" if statement.sql.startswith("WITH texts") else "write"
-                self.used.setdefault(kind, []).append(int(schedstat.read_text().split()[0]) - before)
+                self.used.setdefault(kind, []).append(cpu_ns(pid) - before)
 
         driver.DriverStatement._run = timed
 
@@ -166,15 +166,15 @@ def plain_insert_reference(count: int = 2000) -> dict[str, float]:
     try:
         with psycopg.connect(database.url, autocommit=True) as connection:
             connection.execute("CREATE TABLE plain (id serial PRIMARY KEY, body text)")
-            schedstat = Path(f"/proc/{connection.info.backend_pid}/schedstat")
+            pid = connection.info.backend_pid
             used = {"on": [0, 0.0], "off": [0, 0.0]}  # backend ns, wall seconds
             for turn in range(2 * (count // 200)):
                 mode = "on" if turn % 2 == 0 else "off"
                 connection.execute(f"SET synchronous_commit = {mode}")
-                before, started = int(schedstat.read_text().split()[0]), time.perf_counter()
+                before, started = cpu_ns(pid), time.perf_counter()
                 for _ in range(200):
                     connection.execute("INSERT INTO plain (body) VALUES (%s)", ("a text",), prepare=True)
-                used[mode][0] += int(schedstat.read_text().split()[0]) - before
+                used[mode][0] += cpu_ns(pid) - before
                 used[mode][1] += time.perf_counter() - started
         inserts = 200 * (count // 200)  # per mode
         return {f"{kind}_{mode}": (value / 1e3 if kind == "cpu" else value * 1e6) / inserts

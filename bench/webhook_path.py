@@ -100,8 +100,7 @@ def child(texts: int, profile: Path | None) -> dict:
 
     database = ScratchDatabase().create()
     redis_server = RedisServer().start()
-    runtime = None
-    closing: list = []
+    runtime = backends = None
     try:
         settings = Settings.from_env({
             "GATEWAY_DATABASE_URL": engine_url(database.url), "GATEWAY_REDIS_URL": redis_server.url,
@@ -162,7 +161,6 @@ def child(texts: int, profile: Path | None) -> dict:
         from sqlalchemy import event
 
         backends = _Backends(database)
-        closing.append(backends.close)
         statements = [0]
         event.listen(runtime.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1))
         cpu, wall, answered, trips, postgres = {}, {}, {}, {}, {}
@@ -190,8 +188,8 @@ def child(texts: int, profile: Path | None) -> dict:
     finally:
         if runtime is not None:
             runtime.close()
-        for close in closing:
-            close()
+        if backends is not None:
+            backends.close()
         redis_server.stop()
         database.drop()
 
@@ -208,12 +206,14 @@ class _Backends:
         self._name = database.name
 
     def cpu_ns(self) -> dict[int, int]:
+        from bench.common import cpu_ns
+
         pids = [row[0] for row in self._admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._name,)).fetchall()]
         used = {}
         for pid in pids:
             try:
-                used[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+                used[pid] = cpu_ns(pid)
             except (OSError, ValueError, IndexError):
                 pass  # ended meanwhile, or another machine's server: no figure
         return used
