@@ -60,13 +60,10 @@ OUT = Path(__file__).resolve().parent / "out"
 
 TARGET_RATIO = 0.6
 TARGET_PACED_P99_MS = 25.0
-# gunicorn's two workers race to accept connections from one shared socket, and now and then one of them
-# takes all 16 of a run's keep-alive connections at once: the other idles, the machine is only 1.1-1.25
-# of 2 cores busy, and the run measures one worker (a third to a half less rate, bare Flask's as well as
-# the gateway's; until 2026-12-03 such runs were put down to the VM). A run whose less busy worker did
-# less than this share of the workers' CPU is "pinned" and is run again, with new connections; a round
-# whose bare or gateway run stays pinned is left out of the ratio's verdict and of the peak the paced
-# run is paced at (every run is printed).
+# A run whose less busy gunicorn worker did less than this share of the workers' CPU is "pinned" (see the
+# docstring; the machine is then only 1.1-1.25 of 2 cores busy, and until 2026-12-03 such runs were put
+# down to the VM). A round whose bare or gateway run stays pinned is left out of the ratio's verdict and
+# of the peak the paced run is paced at; every run is printed.
 PINNED_BELOW_SHARE = 0.1
 MAX_ATTEMPTS = 3  # a pinned run is run again (new connections, a new race), up to this many runs in all
 
