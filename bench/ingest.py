@@ -273,12 +273,12 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
                 "pinned": pinned, "counted": counted, **entry,
             })
 
-        steady = [r for r in figures["rounds"] if r["counted"]]
-        peak = statistics.median([r["gateway"]["rate"] for r in steady] or peaks)
+        counted_peaks = [r["gateway"]["rate"] for r in figures["rounds"] if r["counted"]]
+        peak = statistics.median(counted_peaks or peaks)
         rate = peak / 2
         print(f"paced: {rate:.0f} webhooks/s (half the gateway's median peak of {peak:.0f}/s"
-              + ("" if len(steady) == len(peaks) else
-                 f", over the {rounds(len(steady))} of {len(peaks)} in which neither was pinned" if steady else
+              + ("" if len(counted_peaks) == len(peaks) else
+                 f", over the {rounds(len(counted_peaks))} of {len(peaks)} in which neither was pinned" if counted_peaks else
                  ", every round pinned: over all of them")
               + f") for {args.paced_seconds:g} s, open loop: latency counted from each request's due time")
         # Twice: right after the peak runs, while PostgreSQL's autovacuum and checkpointer deal with their
@@ -361,13 +361,13 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             figures["drain"] = {"workers": args.workers, "turns": done, "sends": sent, "seconds": elapsed}
 
     ratios = [r["ratio"] for r in figures["rounds"]]
-    steady = [r["ratio"] for r in figures["rounds"] if r["counted"]]
-    judged = statistics.median(steady or ratios)
+    counted_ratios = [r["ratio"] for r in figures["rounds"] if r["counted"]]
+    judged = statistics.median(counted_ratios or ratios)
     paced_p99 = paced.p(99)
     print("\nresult")
     print(f"  ingest ratio gateway/bare: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}"
-          + ("" if len(steady) == len(ratios) else
-             f"; {judged:.3f} over the {rounds(len(steady))} in which neither was pinned to one worker" if steady else
+          + ("" if len(counted_ratios) == len(ratios) else
+             f"; {judged:.3f} over the {rounds(len(counted_ratios))} in which neither was pinned to one worker" if counted_ratios else
              "; in every round one of them was pinned to one worker")
           + f"); target >= {TARGET_RATIO}: {'holds' if judged >= TARGET_RATIO else 'MISSED'}")
     print(f"  webhook p99 at half the peak ({rate:.0f}/s): {paced_p99:.1f} ms from the due time, "
