@@ -119,6 +119,11 @@ def is_pinned(cpu: dict) -> bool:
     return min(cpu["worker_shares"], default=1.0) < PINNED_BELOW_SHARE
 
 
+def shares(cpu: dict) -> str:
+    """Each gunicorn worker's share of the workers' CPU, as printed: 0.48/0.52, or 1.00/0.00 when pinned."""
+    return "/".join(f"{share:.2f}" for share in cpu["worker_shares"])
+
+
 def peak_run(stack: Stack, name: str, process, port: int, take, args) -> tuple[Result, dict, int]:
     """A closed-loop peak run (warm-up, then ``args.seconds`` timed) on requests from ``take()``; run again,
     up to MAX_ATTEMPTS in all, while one gunicorn worker took every connection. The last run's result and CPU,
@@ -134,8 +139,7 @@ def peak_run(stack: Stack, name: str, process, port: int, take, args) -> tuple[R
             print(f"  ({name} used every prepared webhook before the time was up)")
         if not is_pinned(cpu) or attempt == MAX_ATTEMPTS:
             break
-        print(f"  {name:9s} {result.rate:.0f} req/s pinned to one worker (workers' shares "
-              f"{'/'.join(f'{share:.2f}' for share in cpu['worker_shares'])}): run again")
+        print(f"  {name:9s} {result.rate:.0f} req/s pinned to one worker (workers' shares {shares(cpu)}): run again")
     print(f"  {name:9s} {result.summary()}")
     print(cpu_line(cpu))
     return result, cpu, answered
@@ -158,8 +162,7 @@ def cpu_line(cpu: dict) -> str:
     return (
         f"      CPU us/request: gunicorn {cpu['gunicorn']:.0f}, postgres {cpu['postgres']:.0f}, redis {cpu['redis']:.0f}, "
         f"client {cpu['client']:.0f}; other processes on the machine {cpu['others']:.0f} "
-        f"(machine busy {cpu['machine_busy_cores']:.2f} of 2 cores; workers' shares "
-        f"{'/'.join(f'{share:.2f}' for share in cpu['worker_shares'])})"
+        f"(machine busy {cpu['machine_busy_cores']:.2f} of 2 cores; workers' shares {shares(cpu)})"
         + (f"; WAL {cpu['wal_bytes']:.0f} bytes/request" if cpu.get("wal_bytes", 0) >= 1 else "")
     )
 
