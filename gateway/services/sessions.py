@@ -360,6 +360,9 @@ def complete_many(tx: DbSession, session_ids: list[str], now: datetime) -> list[
 def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> list[int]:
     """Reserve the session's next message positions and record the activity.
 
+    ``session`` is an ORM object or anything with its columns (id, status, created_at and the two
+    lifetimes; a turn passes the columns it read).
+
     The UPDATE takes the session's row lock until commit, so positions are
     handed out in commit order: a turn can never see position n+1 committed
     while n is still in flight (SPEC 6.3).
@@ -372,7 +375,7 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> lis
     if len(returned) != 1:
         raise NoResultFound(f"session {session.id} is gone")
     last = returned[0][0]
-    if session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
+    if isinstance(session, Session) and session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
         changed = {"last_seq": last, "last_activity_at": now, "updated_at": now}
         if active:
             changed["expires_at"] = new_expiry

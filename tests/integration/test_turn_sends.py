@@ -150,3 +150,54 @@ def state(runtime, message_id: str) -> tuple[str, str | None]:
     with runtime.db.begin() as tx:
         message = tx.get(Message, message_id)
         return message.status, message.twilio_sid
+
+
+def test_a_turn_reads_its_session_number_assistant_and_history_on_every_database(runtime, queue, number, assistant,
+                                                                                  post, monkeypatch):
+    """What the engine is given comes from the session's rows as read on this database (the turn reads plain
+    columns, not ORM objects): the assistant's prompt, variables and secret, the customer's and the number's
+    numbers, and every earlier text and reply in order, none of the texts being answered."""
+    from gateway.schemas import AssistantUpdate
+    from gateway.services.assistants import update_assistant
+    from tests.conftest import BUSINESS, CUSTOMER
+
+    update_assistant(runtime, assistant.id, AssistantUpdate(
+        systemPrompt="Help {{customer.number}} for {{business}} at {{phoneNumber.number}}",
+        variableValues={"business": "Bikes"}))
+    seen = []
+    call_with_retries = turns.call_with_retries
+
+    def spying(engine, context, turn, *args, **kwargs):
+        seen.append((context, turn))
+        return call_with_retries(engine, context, turn, *args, **kwargs)
+
+    monkeypatch.setattr(turns, "call_with_retries", spying)
+    post("one")
+    run_job(runtime, *_turn_job(queue))
+    post("two")
+    post("three")
+    run_job(runtime, *_turn_job(queue))
+    queue.jobs.clear()  # the second text's job: the first job answered both
+
+    (first, _), (second, two), (third, three) = seen
+    assert (two.text, three.text) == ("two", "three")
+    assert first.history == []
+    assert [(item.role, item.content) for item in second.history] == [("user", "one"), ("assistant", "one")]
+    assert [(item.role, item.content) for item in third.history] == [
+        ("user", "one"), ("assistant", "one"), ("user", "two"), ("assistant", "two")]
+    with runtime.db.begin() as tx:
+        session = tx.scalar(select(Session))
+    for context in (first, second, third):
+        assert (context.session_id, context.assistant_id) == (session.id, assistant.id)
+        assert context.system_prompt == f"Help {CUSTOMER} for Bikes at {BUSINESS}"
+        assert context.customer_number == CUSTOMER
+        assert context.session_name == session.name
+        assert context.secret == assistant.server_secret
+        assert context.config["provider"] == "echo"
+    assert replies(runtime) == [("one", "delivered"), ("two", "delivered"), ("three", "delivered")]
+
+
+def _turn_job(queue) -> tuple[str, str]:
+    job, args, _ = queue.jobs.pop(0)
+    assert job == "process_turns"
+    return job, args[0]
