@@ -358,13 +358,20 @@ def run(args, figures: dict, baseline_tree: Path | None) -> int:
             began = time.monotonic()
             time.sleep(args.drain_seconds)
             elapsed = time.monotonic() - began
+            # Replies counted first: each one's text was marked answered before it was sent, so with the
+            # workers still running the count of texts read after can only be larger, never smaller.
+            creates = list(stack.fake_twilio.creates)
+            sent = len(creates)
+            # The status callback URL names the gateway's message: two creates for one message are a reply sent twice.
+            doubled = sent - len({create.status_callback for create in creates})
             with stack.psql() as connection:
                 done = connection.execute(
                     "SELECT count(*) FROM messages WHERE role = 'user' AND status <> 'received'").fetchone()[0]
-            sent = len(stack.fake_twilio.creates)
             print(f"workers: {args.workers} `gateway worker` processes answered {done} texts and sent {sent} replies "
-                  f"to the fake Twilio in {elapsed:.0f} s ({done / elapsed:.0f} turns/s)")
-            figures["drain"] = {"workers": args.workers, "turns": done, "sends": sent, "seconds": elapsed}
+                  f"to the fake Twilio in {elapsed:.0f} s ({done / elapsed:.0f} turns/s), {doubled} sent twice")
+            figures["drain"] = {"workers": args.workers, "turns": done, "sends": sent, "doubled": doubled,
+                                "seconds": elapsed}
+            ok = ok and doubled == 0
 
     ratios = [r["ratio"] for r in figures["rounds"]]
     counted_ratios = [r["ratio"] for r in figures["rounds"] if r["counted"]]
