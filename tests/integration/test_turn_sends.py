@@ -1,5 +1,6 @@
 """Who sends a turn's replies: the turn job itself once it has let the lane go, or a send job
-when the replies would otherwise wait (another text to answer first, or a failure after the turn)."""
+when the replies would otherwise wait (another text to answer first, or a failure after the turn);
+and what a turn reads for the engine, on each database, as these tests run jobs one by one."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from sqlalchemy import event, func, select, update
 from gateway import create_app
 from gateway.db.models import Message, OptOut, Session
 from gateway.jobs import run_job
+from gateway.schemas import AssistantUpdate
 from gateway.services import turns
+from gateway.services.assistants import update_assistant
 from gateway.services.outbound import apply_status
-from tests.conftest import PUBLIC_URL, inbound_params, sign
+from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
 from tests.support.recording_queue import queue, runtime  # noqa: F401 - pytest fixtures: jobs wait for the test
 
 
@@ -157,10 +160,6 @@ def test_a_turn_reads_its_session_number_assistant_and_history_on_every_database
     """What the engine is given comes from the session's rows as read on this database (the turn reads plain
     columns, not ORM objects): the assistant's prompt, variables and secret, the customer's and the number's
     numbers, and every earlier text and reply in order, none of the texts being answered."""
-    from gateway.schemas import AssistantUpdate
-    from gateway.services.assistants import update_assistant
-    from tests.conftest import BUSINESS, CUSTOMER
-
     update_assistant(runtime, assistant.id, AssistantUpdate(
         systemPrompt="Help {{customer.number}} for {{business}} at {{phoneNumber.number}}",
         variableValues={"business": "Bikes"}))
