@@ -18,7 +18,7 @@ from gateway.schemas import ChatCreate, SessionCreate
 from gateway.services import events
 from gateway.services.leases import Lease
 from gateway.services.session_api import create_session
-from gateway.services.sessions import complete, next_seqs
+from gateway.services.sessions import SessionEnded, complete, next_seqs
 from gateway.services.turns import Batch, answer
 
 if TYPE_CHECKING:
@@ -47,7 +47,10 @@ def create_chat(runtime: "Runtime", data: ChatCreate) -> Chat:
             if session.status != "active":
                 raise Conflict(COMPLETED)
             now = runtime.clock.now()
-            (seq,) = next_seqs(tx, session, 1, now)
+            try:
+                (seq,) = next_seqs(tx, session, 1, now, only_active=True)
+            except SessionEnded:
+                raise Conflict(COMPLETED) from None  # ended since it was read
             message = Message(
                 id=new_id(), session_id=session_id, seq=seq, role="user", content=data.input, media=[], channel="api",
                 status="received", details={}, attempts=0, throttled=0, slot_reserved=False, created_at=now,

@@ -30,11 +30,12 @@ from gateway.db.models import Assistant, Customer, Event, Message, PhoneNumber, 
 from gateway.db.driver import DriverStatement
 from gateway.db.ops import autocommit, insert_many_or_ignore, insert_together
 from gateway.domain.phone import InvalidNumber, mask, to_e164
+from gateway.domain.storable import storable
 from gateway.errors import BadRequest
 from gateway.views import session_view
 from gateway.services.sessions import (
     Conversation, NewSession, conversation_key, created_session, customer_rows, ensure_customers, insert_reserving_positions,
-    new_session_values, open_sms_sessions, reserve_sessions,
+    SessionEnded, new_session_values, open_sms_sessions, reserve_sessions,
 )
 
 if TYPE_CHECKING:
@@ -89,19 +90,31 @@ def parse_inbound(form: Mapping[str, str]) -> InboundSms:
             numbers[name] = to_e164(form.get(name))
         except InvalidNumber as error:
             raise BadRequest(f"{name}: {error}") from None
+    stored = _StoredParameters(form)
     return InboundSms(
         sid=sid,
         from_=numbers["From"],
         to=numbers["To"],
-        body=(form.get("Body") or "").replace("\x00", ""),  # PostgreSQL text cannot hold NUL
-        media=_media(form),
-        messaging_service_sid=form.get("MessagingServiceSid") or None,
-        opt_out_type=(form.get("OptOutType") or "").upper() or None,
-        details={name: form[name] for name in KEPT_PARAMETERS if form.get(name)},
+        body=stored.get("Body"),
+        media=_media(stored),
+        messaging_service_sid=stored.get("MessagingServiceSid") or None,
+        opt_out_type=stored.get("OptOutType").upper() or None,
+        details={name: stored.get(name) for name in KEPT_PARAMETERS if stored.get(name)},
     )
 
 
-def _media(form: Mapping[str, str]) -> list[dict]:
+class _StoredParameters:
+    """The webhook's parameters as they are stored: whatever Twilio (or anyone) sent, the database takes
+    it (no NUL, no lone surrogate; see domain.storable). A missing one reads as ""."""
+
+    def __init__(self, form: Mapping[str, str]):
+        self.form = form
+
+    def get(self, name: str) -> str:
+        return storable(self.form.get(name) or "")
+
+
+def _media(form: _StoredParameters) -> list[dict]:
     try:
         count = min(int(form.get("NumMedia") or 0), MAX_MEDIA)
     except ValueError:
@@ -120,6 +133,7 @@ class _LostRace(Exception):
 
 DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for a transaction it aborted to break a deadlock
 FOREIGN_KEY_VIOLATION = "23503"
+NOT_NULL_VIOLATION = "23502"
 UNIQUE_VIOLATION = "23505"
 
 
@@ -168,12 +182,18 @@ def jobs_for(accepted: list[Accepted]) -> list[tuple[str, tuple]]:
                                                                           for event_id in deliveries]
 
 
-def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) -> list[Accepted]:
+def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool, tries: int = 3) -> list[Accepted]:
     try:
         if together:
             return _store_together(runtime, batch)
         with runtime.db.begin() as tx:
             return _store(tx, batch, _look_up(tx, batch), runtime.clock.now(), together)
+    except SessionEnded:
+        # A session the lookup found active was completed before its positions were taken (ended by
+        # hand, or swept): nothing was written. Looked up again, its texts open the next session.
+        if tries <= 1:
+            raise
+        return _store_batch(runtime, batch, together=False, tries=tries - 1)
     except _LostRace:
         # Another transaction took one of the batch's keys first. Stored together, that could be a
         # customer or a session as well: the careful way, one statement per table, sorts those out.
@@ -191,7 +211,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool) ->
         # statement skipped, its key taken by another transaction (or the session was deleted),
         # or, in autocommit, a text's MessageSid was committed elsewhere after the lookup: the
         # careful way again.
-        if together and sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION):
+        # A text of a session completed after the lookup gets no position (NOT NULL; see
+        # sessions._reserving_statement).
+        if together and sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION, NOT_NULL_VIOLATION):
             return _store_batch(runtime, batch, together=False)
         # Batches take their row locks in one fixed order (keys, session ids) so as not to deadlock
         # with each other, but other work locks sessions too; PostgreSQL then aborts one side.

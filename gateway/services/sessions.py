@@ -23,6 +23,12 @@ from gateway.services import events
 log = logging.getLogger("gateway.sessions")
 
 
+class SessionEnded(Exception):
+    """A session read as active was completed (or deleted) by another transaction before its positions were
+    reserved: a new text belongs in the conversation's next session (SPEC 6.2: a completed session is never
+    reopened)."""
+
+
 @dataclass(frozen=True)
 class Opened:
     session: Session
@@ -85,7 +91,11 @@ def open_sms_session(
     for _ in range(3):
         session = tx.scalar(select(Session).where(Session.active_key == key))
         if session is not None and session.expires_at > now:
-            return Opened(session, False, completed_id, tuple(next_seqs(tx, session, reserve, now)) if reserve else ())
+            try:
+                seqs = tuple(next_seqs(tx, session, reserve, now, only_active=True)) if reserve else ()
+            except SessionEnded:
+                continue  # completed since it was read: read the conversation's active session again
+            return Opened(session, False, completed_id, seqs)
         if session is not None:
             if complete(tx, session.id, now):
                 completed_id = session.id
@@ -166,13 +176,15 @@ def reserve_positions(tx: DbSession, wanted: list[tuple[Session, int]], now: dat
     if not wanted:
         return []
     if tx.get_bind().dialect.name != "postgresql":
-        return [tuple(next_seqs(tx, session, count, now)) for session, count in wanted]
+        return [tuple(next_seqs(tx, session, count, now, only_active=True)) for session, count in wanted]
     tx.flush()  # as the ORM's UPDATE would: changes made earlier in this transaction go first
     new_expiry = {session.id: expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)
                   for session, _ in wanted}
     changes = {session.id: [count, new_expiry[session.id]] for session, count in wanted}
     parameters = {"ids": sorted(changes), "changes": json.dumps(changes, default=json_value), "now": now}
     last = dict(tx.connection().execute(_RESERVE_POSITIONS, parameters).all())
+    if len(last) != len(changes):
+        raise SessionEnded(sorted(set(changes) - set(last)))
     reserved = []
     for session, count in wanted:
         if isinstance(session, Session):  # loaded objects see the new values, as after the ORM's UPDATE
@@ -188,7 +200,8 @@ _RESERVE_POSITIONS = text(
     "UPDATE sessions SET last_seq = sessions.last_seq + CAST(CAST(:changes AS jsonb) -> sessions.id ->> 0 AS integer), "
     "expires_at = CAST(CAST(:changes AS jsonb) -> sessions.id ->> 1 AS timestamp), "
     "last_activity_at = :now, updated_at = :now "
-    "WHERE sessions.id = ANY(CAST(:ids AS varchar[])) RETURNING sessions.id, sessions.last_seq"
+    "WHERE sessions.id = ANY(CAST(:ids AS varchar[])) AND sessions.status = 'active' "
+    "RETURNING sessions.id, sessions.last_seq"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
@@ -255,7 +268,8 @@ def _reserving_statement(shape: tuple):
         + ", expires_at = " + _CHANGE.format(id="sessions.id", field=1, kind="timestamp")
         + ", last_activity_at = :now, updated_at = :now WHERE "
         + matched
-        + " RETURNING sessions.id, sessions.last_seq)"
+        # Completed after the lookup (ended by hand, or expired and swept): not reserved; see the texts.
+        + " AND sessions.status = 'active' RETURNING sessions.id, sessions.last_seq)"
     ]
     # The reserved sessions come first in the result, so that their UPDATE runs before the inserts.
     selects = ["SELECT -1 AS part, CAST(reserved.id AS varchar) AS value FROM reserved"]
@@ -266,9 +280,13 @@ def _reserving_statement(shape: tuple):
         values = [f'rows."{name}"' for name in names]
         source = f"json_populate_recordset(NULL::{table.name}, CAST(:rows{position} AS json)) AS rows"
         if position == last and model is Message:
+            # A new session's text carries its position; a live session's, its place among the
+            # session's new texts. A live session that was not reserved (completed since the lookup)
+            # gives its texts no position: NOT NULL fails the whole statement, and the webhook
+            # stores the batch the careful way, in the conversation's next session.
+            change = _CHANGE.format(id="rows.session_id", field=0, kind="integer")
             values[names.index("seq")] = (
-                "COALESCE(reserved.last_seq - " + _CHANGE.format(id="rows.session_id", field=0, kind="integer")
-                + ', 0) + rows."seq"')
+                f'CASE WHEN {change} IS NULL THEN 0 ELSE reserved.last_seq - {change} END + rows."seq"')
             source += " LEFT OUTER JOIN reserved ON reserved.id = rows.session_id"
         on_conflict = f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else ""
         returned = column_of(model, returning).name
@@ -357,11 +375,13 @@ def complete_many(tx: DbSession, session_ids: list[str], now: datetime) -> list[
     return [session_id for session_id, _ in completed]
 
 
-def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> list[int]:
+def next_seqs(tx: DbSession, session: Session, count: int, now: datetime, only_active: bool = False) -> list[int]:
     """Reserve the session's next message positions and record the activity.
 
     ``session`` is an ORM object or anything with its columns (id, status, created_at and the two
-    lifetimes; a turn passes the columns it read).
+    lifetimes; a turn passes the columns it read). With ``only_active``, for a new text, a session
+    completed since it was read takes nothing and raises SessionEnded; replies (the default) still go
+    into a session that ended while its turn ran.
 
     The UPDATE takes the session's row lock until commit, so positions are
     handed out in commit order: a turn can never see position n+1 committed
@@ -370,9 +390,13 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> lis
     tx.flush()  # as the ORM's UPDATE would: changes made earlier in this transaction go first
     active = session.status == "active"
     new_expiry = expires_at(session.created_at, session.expiration_seconds, now, session.inactivity_seconds)
-    returned = rows_in(tx, _NEXT_SEQS[active], {"session_id": session.id, "count": count, "now": now,
-                                                "new_expiry": new_expiry})
+    if only_active and not active:
+        raise SessionEnded(session.id)
+    statement = _NEXT_SEQS_IF_ACTIVE if only_active else _NEXT_SEQS[active]
+    returned = rows_in(tx, statement, {"session_id": session.id, "count": count, "now": now, "new_expiry": new_expiry})
     if len(returned) != 1:
+        if only_active:
+            raise SessionEnded(session.id)
         raise NoResultFound(f"session {session.id} is gone")
     last = returned[0][0]
     if isinstance(session, Session) and session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
@@ -384,17 +408,21 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime) -> lis
     return list(range(last - count + 1, last + 1))
 
 
-def _next_seqs_statement(active: bool):
+def _next_seqs_statement(active: bool, only_active: bool = False):
     sessions = Session.__table__
     values = dict(last_seq=sessions.c.last_seq + bindparam("count"), last_activity_at=bindparam("now"),
                   updated_at=bindparam("now"))
     if active:  # a session still open lives longer with each message; a completed one keeps its end
         values["expires_at"] = bindparam("new_expiry")
-    return update(sessions).where(sessions.c.id == bindparam("session_id")).values(values).returning(sessions.c.last_seq)
+    matched = sessions.c.id == bindparam("session_id")
+    if only_active:
+        matched = matched & (sessions.c.status == "active")
+    return update(sessions).where(matched).values(values).returning(sessions.c.last_seq)
 
 
 # Built once: every text and every reply reserves positions.
 _NEXT_SEQS = {active: _next_seqs_statement(active) for active in (True, False)}
+_NEXT_SEQS_IF_ACTIVE = _next_seqs_statement(True, only_active=True)
 
 
 def _new_id() -> str:

@@ -824,6 +824,11 @@ TOO_BIG_FOR_64_BITS = str(2**63)
         ("NUL in a name", "POST", "/api/assistants", {"name": "a\u0000b"}, {201, 400, 422}),
         ("NUL in a number's name", "POST", "/api/phone-numbers", {"number": "+14155550100", "name": "a\u0000b"},
          {201, 400, 422}),
+        # JSON may escape half a surrogate pair ("\\ud800"); UTF-8, and so neither database, can hold one.
+        ("lone surrogate in a name", "POST", "/api/assistants", {"name": "a\ud800b"}, {400, 422}),
+        ("lone surrogate in a variable key", "POST", "/api/assistants", {"name": "x", "variableValues": {"\udfff": "v"}},
+         {201, 400, 422}),
+        ("lone surrogate in a chat input", "POST", "/api/chats", {"assistantId": "x", "input": "hi \udc00"}, {400, 422}),
         ("NUL in an assistant id", "GET", "/api/assistants/a%00b", None, {400, 404}),
         ("NUL in a session id", "GET", "/api/sessions/a%00b", None, {400, 404}),
         ("NUL in search", "GET", "/api/sessions?search=a%00b", None, {200, 400, 422}),

@@ -444,6 +444,62 @@ def test_a_session_deleted_after_the_lookup_gets_its_text_in_a_new_session(runti
     assert {s.name for s in sessions_of(runtime)} == {CUSTOMER, OTHER_CUSTOMER}
 
 
+def end_after_lookup(runtime, monkeypatch, session_id: str, lookups: tuple[str, ...]) -> list[str]:
+    """End the session (POST /api/sessions/{id}/end) right after the lookups named run: "autocommit" (the
+    first lookup of PostgreSQL), "transaction" (the careful way's). Returns the kinds of lookups made."""
+    from gateway.services.sessions import end_session
+
+    real_look_up = inbound._look_up
+    made = []
+
+    def look_up_then_end(source, batch):
+        found = real_look_up(source, batch)
+        kind = "transaction" if isinstance(source, OrmSession) else "autocommit"
+        made.append(kind)
+        if kind in lookups and made.count(kind) == 1:
+            end_session(runtime, session_id)
+        return found
+
+    monkeypatch.setattr(inbound, "_look_up", look_up_then_end)
+    return made
+
+
+@pytest.mark.parametrize("lookups", [("autocommit",), ("transaction",)], ids=["one statement", "careful way"])
+def test_a_session_ended_after_the_lookup_is_not_reopened_its_text_opens_the_next(
+    runtime, queue, number, monkeypatch, lookups
+):
+    """The conversation's session was ended (by hand, or by the sweep) just after the lookup found it active:
+    the text does not go into the completed session (SPEC 6.2) but opens the next one, and the completed
+    session keeps its positions and its end."""
+    ended = store_texts(runtime, [sms("hello", "SMr1")])[0]
+    queue.jobs.clear()
+    with runtime.db.begin() as tx:
+        before = tx.get(Session, ended.session_id)
+        before = (before.last_seq, before.expires_at)
+    if runtime.engine.dialect.name == "postgresql":
+        if lookups == ("transaction",):
+            monkeypatch.setattr(inbound, "_store_together", lambda rt, batch: inbound._store_batch(rt, batch, False))
+        made = end_after_lookup(runtime, monkeypatch, ended.session_id, lookups)
+    else:  # SQLite: the lookup and the write are one IMMEDIATE transaction, which nothing can come between
+        from gateway.services.sessions import end_session
+
+        end_session(runtime, ended.session_id)
+        made = None
+    results = store_texts(runtime, [sms("anyone there?", "SMr2"), sms("hi", "SMr3", from_=OTHER_CUSTOMER)])
+
+    if made is not None:
+        assert made[0] == lookups[0] and "transaction" in made  # looked up again, the careful way
+    assert [(r.outcome, r.session_created) for r in results] == [("stored", True), ("stored", True)]
+    assert results[0].session_id != ended.session_id
+    assert {m.twilio_sid: (m.session_id, m.seq) for m in texts_of(runtime)} == {
+        "SMr1": (ended.session_id, 1), "SMr2": (results[0].session_id, 1), "SMr3": (results[1].session_id, 1)}
+    with runtime.db.begin() as tx:
+        completed = tx.get(Session, ended.session_id)
+        assert completed.status == "completed"
+        assert (completed.last_seq, completed.expires_at) == before
+    assert sorted(turns(queue)) == sorted({results[0].session_id, results[1].session_id})
+
+
 def test_a_duplicate_of_a_live_conversation_stored_after_the_lookup_reserves_nothing(runtime, queue, number,
                                                                                        monkeypatch):
     """A MessageSid committed elsewhere just after the lookup, in a live conversation: nothing of the batch's

@@ -201,3 +201,18 @@ def test_nul_characters_in_a_text_are_dropped_not_fatal(webhook, runtime, number
     assert webhook("a\x00b").status_code == 200
     with runtime.db.begin() as tx:
         assert tx.scalar(select(Message.content).where(Message.role == "user")) == "ab"
+
+
+def test_nul_characters_in_any_stored_parameter_are_dropped_not_fatal(webhook, runtime, number):
+    """Media URLs, their types, the kept parameters and MessagingServiceSid (a parameter of the number's
+    lookup) are stored or read too, on PostgreSQL as text or jsonb, which hold no NUL: a 500 would fail
+    every text stored in the same batch."""
+    response = webhook("look", NumMedia="1", MediaUrl0="https://media.example/a\x00.jpg",
+                       MediaContentType0="image/\x00jpeg", FromCity="SAN\x00 FRANCISCO",
+                       MessagingServiceSid="MG\x00" + "2" * 32)
+    assert response.status_code == 200
+    with runtime.db.begin() as tx:
+        message = tx.scalar(select(Message).where(Message.role == "user"))
+        assert message.media == [{"url": "https://media.example/a.jpg", "contentType": "image/jpeg"}]
+        assert message.details["FromCity"] == "SAN FRANCISCO"
+        assert message.details["MessagingServiceSid"] == "MG" + "2" * 32
