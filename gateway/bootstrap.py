@@ -185,9 +185,9 @@ def _make_sender(settings: Settings) -> SmsSender:
 def _make_queue(runtime: Runtime, start_embedded: bool) -> JobQueue:
     settings = runtime.settings
     if settings.redis_url:
-        from gateway.jobs.redis_queue import RedisJobQueue
+        from gateway.jobs.redis_queue import RedisJobQueue, job_timeout
 
-        return RedisJobQueue(settings.redis_url)
+        return RedisJobQueue(settings.redis_url, timeout=job_timeout(settings))
 
     from gateway.jobs import run_job
     from gateway.jobs.inprocess import InProcessQueue

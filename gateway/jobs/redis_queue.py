@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rq import Queue
 
 from gateway.jobs.job_hash import JobHashes
 
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
 QUEUE_NAME = "gateway"
 ENTRY_POINT = "gateway.jobs.run"
 # Jobs hold their session's lease for at most lease_seconds per engine try; RQ's
-# own timeout is a backstop far beyond that.
+# own timeout is a backstop far beyond that (at least this; see job_timeout).
 JOB_TIMEOUT = 600
 FAILURE_TTL = 24 * 3600  # how long RQ keeps a crashed job for inspection
 # How long RQ keeps a finished job. Deleting it at once (0) costs RQ 3.0 seven more round trips to
@@ -20,10 +24,27 @@ FAILURE_TTL = 24 * 3600  # how long RQ keeps a crashed job for inspection
 RESULT_TTL = 10
 
 
+def job_timeout(settings: "Settings") -> int:
+    """RQ's timeout of every job: twice the longest a job may run with these settings.
+
+    A lane's job hands on to a fresh job after LANE_BUDGET_SECONDS, once the piece of work in hand is
+    done; the longest piece is an engine turn that uses every try and the longest backoffs, a send
+    with the lookup of an interrupted one before it, or an event's delivery. RQ stops a job past its
+    timeout by raising in it: a turn then leaves its text for the sweep (turns.NOT_THE_ENGINE), so a
+    timeout below one piece of work would stop the same turn again on every retry.
+    """
+    from gateway.services.leases import LANE_BUDGET_SECONDS
+
+    tries = settings.engine_tries
+    engine_turn = tries * settings.engine_timeout + (tries - 1) * settings.engine_retry_cap
+    piece = max(engine_turn, 2 * settings.twilio_timeout, settings.event_timeout)
+    return max(JOB_TIMEOUT, math.ceil(2 * (LANE_BUDGET_SECONDS + piece)))
+
+
 class RedisJobQueue:
     name = "redis"
 
-    def __init__(self, redis_url: str):
+    def __init__(self, redis_url: str, timeout: int = JOB_TIMEOUT):
         from redis import Redis
 
         # Short timeouts: when Redis is down the webhook must still answer fast;
@@ -31,7 +52,8 @@ class RedisJobQueue:
         self.connection = Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
         self.queue = Queue(QUEUE_NAME, connection=self.connection)
         # Jobs due now are written as RQ's enqueue would write them, without its per-job cost (see job_hash).
-        self.hashes = JobHashes(self.queue, ENTRY_POINT, timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL,
+        self.timeout = timeout
+        self.hashes = JobHashes(self.queue, ENTRY_POINT, timeout=timeout, result_ttl=RESULT_TTL,
                                 failure_ttl=FAILURE_TTL)
 
     def enqueue(self, job: str, *args: Any, delay: float = 0.0) -> None:
@@ -43,7 +65,7 @@ class RedisJobQueue:
             return
         with self.connection.pipeline(transaction=False) as pipeline:
             self.queue.enqueue_at(not_before(datetime.now(timezone.utc) + timedelta(seconds=delay)), ENTRY_POINT,
-                                  job, *args, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                                  job, *args, job_timeout=self.timeout, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
                                   pipeline=pipeline)
             pipeline.execute()
 

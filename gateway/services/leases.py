@@ -11,6 +11,7 @@ worker that lost its lease while stalled cannot commit over its successor.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("gateway.leases")
+
+
+# How long one job works a lane before it hands the lane on to a fresh job of its own (at the back of
+# the queue): a busy session neither holds a worker indefinitely nor runs into the queue's job
+# timeout, which the worker sets above this plus the longest piece of work (Settings.longest_job).
+LANE_BUDGET_SECONDS = 120.0
 
 
 class LeaseLost(Exception):
@@ -60,6 +67,7 @@ class Lease:
         self.statements = _LANES[lane]
         self.token = str(uuid.uuid4())
         self.renewed_at = None  # when this worker's own transaction last took or extended the lease
+        self.taken_at: float | None = None  # time.monotonic() when this job took the lane
 
     def _until(self):
         return self.runtime.clock.now() + timedelta(seconds=self.runtime.settings.lease_seconds)
@@ -72,7 +80,14 @@ class Lease:
             "session_id": self.session_id, "now": now, "new_token": self.token, "new_until": self._until()}) == 1
         if taken:
             self.renewed_at = now
+            if self.taken_at is None:
+                self.taken_at = time.monotonic()
         return taken
+
+    def ran_long(self) -> bool:
+        """Whether this job has worked the lane for LANE_BUDGET_SECONDS; its drain then returns 0 (go on in a
+        fresh job) after the piece of work in hand."""
+        return self.taken_at is not None and time.monotonic() - self.taken_at >= LANE_BUDGET_SECONDS
 
     def renew(self, tx: DbSession | None = None) -> None:
         """Extend the lease; raises LeaseLost if another worker took it over.

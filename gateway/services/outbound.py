@@ -141,6 +141,8 @@ def _drain(runtime: "Runtime", lease: Lease) -> float | None:
             continue
         if handover is not None:
             _send(runtime, lease, message, handover)
+        if lease.ran_long():
+            return 0.0  # the rest in a fresh job (see leases.LANE_BUDGET_SECONDS)
 
 
 # Built once, like the other statements the send path runs per message: building a statement costs

@@ -19,7 +19,9 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from rq.timeouts import JobTimeoutException
 from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_engine
 from adapters.base import (
@@ -34,6 +36,7 @@ from adapters.base import (
 from gateway.db.models import Assistant, Chat, Customer, Message, OptOut, PhoneNumber, Session, new_id
 from gateway.db.ops import read_rows, rowcount_in
 from gateway.domain.keywords import OPT_OUT_TYPES, Keyword, classify
+from gateway.domain.storable import storable, storable_json
 from gateway.domain.templates import merge_variables, render
 from gateway import metrics
 from gateway.services import events, optouts
@@ -108,13 +111,16 @@ def process_turns(runtime: "Runtime", session_id: str) -> None:
 
 
 def _drain(runtime: "Runtime", lease: _TurnLease) -> float | None:
-    """Answer received texts in order until none is left; returns a delay when a burst is still open."""
+    """Answer received texts in order until none is left; returns a delay when a burst is still open, or 0
+    when this job has run long enough."""
     while True:
         batch, wait = _next_batch(runtime, lease.session_id)
         if batch is None:
             return wait
         _hand_off_replies(runtime, lease)  # they must not wait for the engine's next answer
         answer(runtime, lease, batch)
+        if lease.ran_long():
+            return 0.0  # the rest in a fresh job (see leases.LANE_BUDGET_SECONDS)
 
 
 def _hand_off_replies(runtime: "Runtime", lease: _TurnLease) -> None:
@@ -228,7 +234,7 @@ def _ask_engine(runtime: "Runtime", lease: Lease, batch: Batch, situation: Situa
         # The state too: a remote session opened before the failure is reused by the next turn.
         return _fail(runtime, lease, batch, situation, error.reason, engine=provider, elapsed=_ms(started),
                      engine_state=context.state)
-    except LeaseLost:
+    except (LeaseLost, *NOT_THE_ENGINE):
         raise
     except Exception as error:
         # A bug in an adapter must still leave the text in a final state with a
@@ -240,6 +246,12 @@ def _ask_engine(runtime: "Runtime", lease: Lease, batch: Batch, situation: Situa
         runtime, lease, batch, situation, reply.texts, "reply",
         cost=reply.cost, engine=provider, elapsed=_ms(started), engine_state=context.state, handling="engine",
     )
+
+
+# Errors raised during an engine call that are not the engine's: the database failing the lease's
+# keep-alive, and RQ stopping a job that ran past its timeout. The text stays received and the
+# sweep hands it to a worker again; marked failed, it would get the fallback with tries left.
+NOT_THE_ENGINE = (SQLAlchemyError, JobTimeoutException)
 
 
 def _fail(runtime, lease, batch, situation, reason: str, *, engine: str | None, elapsed: int,
@@ -269,6 +281,10 @@ def _finish(
     handling: str,
 ) -> str | None:
     """Store the turn's outcome in one transaction, fenced by the lease."""
+    # What an engine answers is stored whatever it holds: refused, the turn could never be stored.
+    replies = [storable(text) for text in replies]
+    failure = storable(failure) if failure else failure
+    engine_state = storable_json(engine_state) if engine_state is not None else None
     now = runtime.clock.now()
     session = situation.session
     with runtime.db.begin() as tx:

@@ -394,6 +394,26 @@ def test_several_replies_go_out_as_separate_messages_in_order(live_gateway, fake
     assert only_inbound(gw).status == "processed"
 
 
+def test_a_reply_the_database_cannot_hold_as_sent_is_stored_and_sent_cleaned(live_gateway, fake_engine, fake_twilio):
+    """A NUL (PostgreSQL text has none) and half a surrogate pair (UTF-8 has none, so neither database) in
+    the engine's answer: the NUL is dropped and the half pair becomes U+FFFD. Refused, the turn could never be
+    stored: every sweep would ask the engine again, and the session's later texts wait behind it."""
+    gw = live_gateway()
+    configure(gw, fake_engine.url)
+    fake_engine.script.next_faults.append(
+        EngineFault(status=200, body='{"replies": ["Null\\u0000 here.", "Half a pair \\ud83d here."]}')
+    )
+
+    text(gw, "odd?")
+    gw.settled()
+
+    creates = fake_twilio.wait_for_creates(2)
+    assert [c.body for c in creates] == ["Null here.", "Half a pair \ufffd here."]
+    assert [m.content for m in gw.messages("assistant")] == ["Null here.", "Half a pair \ufffd here."]
+    assert only_inbound(gw).status == "processed"
+    assert len(fake_engine.calls) == 1
+
+
 def test_the_engine_gets_history_session_media_and_a_valid_signature(live_gateway, fake_engine, fake_twilio):
     """The webhook payload: earlier messages without the new one, the session id, MMS media as sent, signed."""
     gw = live_gateway()
