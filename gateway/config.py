@@ -47,7 +47,9 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("event_timeout", "GATEWAY_EVENT_TIMEOUT_SECONDS", 10.0, "timeout of one event delivery", minimum=0.01),
     # Recovery (SPEC 6.5)
     Tunable("sweep_interval", "GATEWAY_SWEEP_INTERVAL_SECONDS", 30.0, "period of the expiry and recovery sweep", minimum=0.1),
-    Tunable("lease_seconds", "GATEWAY_LEASE_SECONDS", 90.0,
+    # 75 s: with one sweep period, a dead worker's turn is taken up within 105 s, leaving room under
+    # SPEC 6.5's 2 minutes for the sweep's job and the turn's job to wait in the queue.
+    Tunable("lease_seconds", "GATEWAY_LEASE_SECONDS", 75.0,
             "how long a worker owns a session's turn or send lane without renewing it; a dead worker's work is taken up after this", minimum=0.1),
     Tunable("recovery_grace", "GATEWAY_RECOVERY_GRACE_SECONDS", 5.0,
             "age after which the sweep re-enqueues work nobody holds (covers jobs lost with Redis)"),

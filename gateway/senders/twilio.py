@@ -88,22 +88,31 @@ class TwilioSender:
             raise SendError(f"no answer from Twilio: {type(error).__name__}", transient=True, maybe_sent=True) from None
         return SendReceipt(sid=message.sid, status=message.status or "queued")
 
-    def find_sent(self, to: str, body: str, since: datetime, known_sids: set[str]) -> SendReceipt | None:
-        """A message to ``to`` with this body that Twilio accepted since ``since``, if any.
+    def find_sent(self, sms: OutboundSms, since: datetime) -> list[SendReceipt]:
+        """What Twilio holds that ``sms`` may have become: messages to its recipient, from its number (or
+        through its messaging service), with its body, created since ``since``; the oldest first.
 
-        Used after a worker died during a create: Twilio has no idempotency key,
-        so the only safe way to avoid a double send is to ask. Sids the gateway
-        already recorded for other messages are skipped.
+        Used after a worker died during a create, or a create timed out or got a 5xx: Twilio has no
+        idempotency key, so the only safe way to avoid a double send is to ask. The caller drops the
+        sids it already recorded for other messages. Not filtered on DateSent: Twilio sets it only once
+        a message has left its queue, and a message still queued there is sent all the same.
         """
+        filters = {"to": sms.to} if sms.messaging_service_sid else {"to": sms.to, "from_": sms.from_}
+        found = []
         try:
-            for message in self.client.messages.list(to=to, date_sent_after=since, limit=50):
-                if message.body == body and message.sid not in known_sids:
-                    return SendReceipt(sid=message.sid, status=message.status or "sent")
+            for message in self.client.messages.list(**filters, limit=50):  # the newest first
+                if message.date_created is not None and message.date_created < since:
+                    break
+                if message.body != sms.body:
+                    continue
+                if sms.messaging_service_sid and message.messaging_service_sid != sms.messaging_service_sid:
+                    continue
+                found.append(SendReceipt(sid=message.sid, status=message.status or "sent"))
         except TwilioRestException as error:
             raise self._classify(error) from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise SendError(f"Twilio unreachable: {type(error).__name__}", transient=True) from None
-        return None
+        return found[::-1]
 
     def _classify(self, error: TwilioRestException) -> SendError:
         status, code = error.status, error.code

@@ -187,9 +187,11 @@ _SENDER = LockingSelect(
     .where(PhoneNumber.id == bindparam("number_id"))
 )
 _NEXT_SEND_AT = update(PhoneNumber.__table__).where(PhoneNumber.__table__.c.id == bindparam("number_id"))
+# Handed over only while still unsent: the lane read the message in autocommit, and a status callback
+# of an earlier try (which Twilio had after all) may have settled it since.
 _HANDED_OVER = (
     update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.status == "queued", _MESSAGES.c.twilio_sid.is_(None))
     .values(attempts=_MESSAGES.c.attempts + 1)
 )
 # Twilio took the message. One UPDATE, whose every SET sees the row as it was: the sid unless a
@@ -305,8 +307,10 @@ def _mark_handed_over(tx: DbSession, runtime: "Runtime", message: Message, addre
     # owner of the lane waits until the lease is surely gone (next_attempt_at)
     # and then asks Twilio before sending again (_resolve_interrupted).
     settle_at = now + timedelta(seconds=runtime.settings.lease_seconds)
-    rowcount_in(tx, _HANDED_OVER, {"message_id": message.id, "slot_reserved": True, "send_started_at": now,
-                                   "next_attempt_at": settle_at, "updated_at": now})
+    if rowcount_in(tx, _HANDED_OVER, {"message_id": message.id, "slot_reserved": True, "send_started_at": now,
+                                      "next_attempt_at": settle_at, "updated_at": now}) != 1:
+        log.info("event=send.settled_meanwhile message=%s session=%s", message.id, message.session_id)
+        return None
     sms = OutboundSms(
         message_id=message.id,
         to=addresses.customer_number,
@@ -414,22 +418,39 @@ def _resolve_interrupted(runtime: "Runtime", lease: Lease, message: Message) -> 
             _set_failed(tx, message.id, message.error_code, f"gave up after {message.attempts} tries: {reason}", now)
             log.warning("event=send.failed message=%s reason=%s", message.id, reason)
         else:
-            _set(tx, message.id, now, send_started_at=None, next_attempt_at=None)
+            # Sent again as a new message: it takes its place in the number's pace and passes loop
+            # protection again, as its first try did.
+            _set(tx, message.id, now, send_started_at=None, next_attempt_at=None, slot_reserved=False)
             log.info("event=send.resend message=%s reason=no record at Twilio", message.id)
 
 
 def _ask_sender(runtime: "Runtime", message: Message):
-    """Ask the sender for a record of this message; None when it has none (or cannot keep records)."""
+    """Ask the sender for a record of this message; None when it has none (or cannot keep records).
+
+    A record is a message from this one's number (or messaging service) to its customer with its body,
+    created since its first try was handed over, whose sid no message of the gateway's holds yet: the
+    same customer may have had the same words (a fallback, a help text) from another number, another
+    session, or this one before.
+    """
     finder = getattr(runtime.sender, "find_sent", None)
     if finder is None:
         return None  # the sandbox keeps no records beyond the database
     with runtime.db.begin() as tx:
-        session = tx.get(Session, message.session_id)
-        to = _customer_number(tx, session)
-        known = set(
-            tx.scalars(select(Message.twilio_sid).where(Message.session_id == message.session_id, Message.twilio_sid.is_not(None)))
-        )
-    return finder(to, message.content, message.send_started_at - timedelta(minutes=1), known)
+        addresses = _first(rows_in(tx, _ADDRESSES, {"session_id": message.session_id}))
+        number = None
+        if addresses is not None and addresses.phone_number_id is not None:
+            number = _first(rows_in(tx, _SENDER.plain, {"number_id": addresses.phone_number_id}))
+    if number is None or addresses.customer_number is None:
+        return None  # nothing was sent from a number that no longer exists: the hand-over fails it
+    sms = OutboundSms(message_id=message.id, to=addresses.customer_number, from_=number.number,
+                      messaging_service_sid=number.messaging_service_sid, body=message.content, media_urls=(),
+                      status_callback=None)
+    candidates = finder(sms, message.send_started_at - timedelta(minutes=1))  # a minute for clocks that differ
+    if not candidates:
+        return None
+    with runtime.db.begin() as tx:
+        known = set(tx.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([c.sid for c in candidates]))))
+    return next((candidate for candidate in candidates if candidate.sid not in known), None)
 
 
 # What a status callback needs of its message, found by our id or by Twilio's sid.
@@ -441,10 +462,12 @@ _CALLBACK = (
 )
 _CALLBACK_BY_ID = _CALLBACK.where(Message.id == bindparam("message_id"))
 _CALLBACK_BY_SID = _CALLBACK.where(Message.twilio_sid == bindparam("sid"))
+# A callback that names a sid the message lacks: Twilio took it, so it counts as sent from its hand-over
+# (loop protection counts sent replies), also when the worker that sent it died before the answer.
 _SID_IF_NONE = (
     update(_MESSAGES)
     .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.twilio_sid.is_(None))
-    .values(twilio_sid=bindparam("sid"))
+    .values(twilio_sid=bindparam("sid"), sent_at=func.coalesce(_MESSAGES.c.sent_at, _MESSAGES.c.send_started_at))
 )
 
 
@@ -540,14 +563,6 @@ def _set(tx: DbSession, message_id: str, now: datetime, **values) -> None:
 
 def _set_failed(tx: DbSession, message_id: str, code: int | None, reason: str, now: datetime) -> None:
     _set(tx, message_id, now, status="failed", error_code=code, error_message=reason, next_attempt_at=None)
-
-
-def _customer_number(tx: DbSession, session: Session) -> str | None:
-    from gateway.db.models import Customer
-
-    if session.customer_id is None:
-        return None
-    return tx.scalar(select(Customer.number).where(Customer.id == session.customer_id))
 
 
 def status_callback_url(runtime: "Runtime", message_id: str) -> str:

@@ -592,6 +592,32 @@ def test_a_timed_out_create_that_twilio_accepted_is_not_sent_twice(gateway, fake
     assert reply.twilio_sid == create.sid
 
 
+@pytest.mark.parametrize("earlier", ["from another number", "in an earlier session"])
+def test_a_send_that_got_a_500_is_not_taken_for_the_same_words_sent_before(gateway, fake_twilio, earlier):
+    """After a 5xx the gateway asks Twilio whether it has the message before sending it again. The customer
+    got the very same words a moment before, from another number or in an earlier session of this one: that
+    message is not this one. Taken for it, this reply would carry another message's sid (refused by the
+    unique constraint on every try, so stuck for ever) or be marked sent without being sent."""
+    from gateway.services.sessions import end_session
+
+    gw = gateway(send_tries=3)
+    first_to = OTHER_BUSINESS if earlier == "from another number" else BUSINESS
+    if first_to == OTHER_BUSINESS:
+        add_number(gw, OTHER_BUSINESS, 100)
+    text(gw, "hello", to=first_to)
+    (before,) = wait_delivered(gw)
+    if earlier == "in an earlier session":
+        end_session(gw.runtime, before.session_id)
+    fake_twilio.script.next_faults.append(Fault(500, 20500))  # not created: Twilio has no such message
+
+    text(gw, "hello")
+    replies_now = wait_delivered(gw, 2)
+
+    assert [c.body for c in fake_twilio.creates] == ["hello", "hello"]
+    assert [c.from_ for c in fake_twilio.creates] == [first_to, BUSINESS]
+    assert sorted(m.twilio_sid for m in replies_now) == sorted(c.sid for c in fake_twilio.creates)
+
+
 # -- media ------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ and what a turn reads for the engine, on each database, as these tests run jobs 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import event, func, select, update
 
@@ -110,6 +112,88 @@ def test_replies_of_a_turn_job_that_fails_afterwards_go_to_a_send_job(runtime, q
     monkeypatch.undo()
     queue.run_all(runtime)
     assert replies(runtime) == [("hello", "delivered")]
+
+
+def test_a_reply_sent_again_after_its_worker_died_takes_its_place_in_the_pace_again(runtime, queue, clock, number,
+                                                                                   post, monkeypatch):
+    """A worker took the reply's slot in its number's pace and died during the send. Its successor, once the
+    lease has run out, finds no record at Twilio and sends the reply again: as a new send, which takes a new
+    slot (and passes loop protection again), not the slot that passed long ago (SPEC 6.7, 6.9)."""
+    from gateway.db.models import PhoneNumber
+    from gateway.services import outbound
+    from gateway.services.leases import Lease
+
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
+    run_job(runtime, "process_turns", session_id)
+    monkeypatch.undo()
+    dying = Lease(runtime, session_id, "send")
+    assert dying.acquire()
+    wait, handover = outbound._hand_over(runtime, dying, outbound._next_unsent(runtime, session_id))
+    assert wait is None and handover is not None  # handed over; then the worker died, the lease still held
+
+    def next_send_at():
+        with runtime.db.begin() as tx:
+            return tx.get(PhoneNumber, number.id).next_send_at
+
+    first_slot_ends = next_send_at()
+    clock.advance(runtime.settings.lease_seconds + 1)
+    run_job(runtime, "send_pending", session_id)
+
+    assert replies(runtime) == [("hello", "delivered")]
+    assert next_send_at() > first_slot_ends + timedelta(seconds=runtime.settings.lease_seconds)
+
+
+def test_a_reply_whose_worker_died_after_twilio_took_it_counts_as_sent_from_its_callback(runtime, queue, number,
+                                                                                        post, monkeypatch):
+    """The worker died between Twilio's accepting the reply and recording it; the status callback brings the
+    sid. The reply counts as sent from its hand-over, so loop protection counts it (SPEC 6.9)."""
+    from gateway.services import outbound
+    from gateway.services.leases import Lease
+
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
+    run_job(runtime, "process_turns", session_id)
+    monkeypatch.undo()
+    dying = Lease(runtime, session_id, "send")
+    assert dying.acquire()
+    _, handover = outbound._hand_over(runtime, dying, outbound._next_unsent(runtime, session_id))
+
+    assert apply_status(runtime, handover.sms.message_id, "SMtookbeforethecrash", "sent", None)
+
+    with runtime.db.begin() as tx:
+        reply = tx.scalar(select(Message).where(Message.role == "assistant"))
+    assert (reply.status, reply.twilio_sid) == ("sent", "SMtookbeforethecrash")
+    assert reply.sent_at is not None and reply.sent_at == reply.send_started_at
+
+
+def test_a_reply_settled_by_a_callback_after_the_lane_read_it_is_not_handed_over(runtime, queue, number, post,
+                                                                                 monkeypatch):
+    """The send lane reads the next unsent reply outside a transaction; a status callback (of an earlier try
+    that Twilio had after all) settles it before the hand-over. The hand-over checks it is still unsent."""
+    from gateway.services import outbound
+
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
+    run_job(runtime, "process_turns", session_id)
+    monkeypatch.undo()
+    read = outbound._next_unsent
+
+    def read_then_settled(runtime_, session_id_):
+        found = read(runtime_, session_id_)
+        if found is not None:
+            assert apply_status(runtime_, found.id, "SMsettledmeanwhile", "delivered", None)
+        return found
+
+    monkeypatch.setattr(outbound, "_next_unsent", read_then_settled)
+    run_job(runtime, "send_pending", session_id)
+
+    with runtime.db.begin() as tx:
+        reply = tx.scalar(select(Message).where(Message.role == "assistant"))
+    assert (reply.status, reply.twilio_sid, reply.attempts) == ("delivered", "SMsettledmeanwhile", 0)
 
 
 def test_status_callbacks_without_a_subscriber_are_applied_without_a_transaction(runtime, queue, number, post):

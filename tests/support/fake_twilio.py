@@ -63,6 +63,7 @@ class Create:
     status_callback: str | None
     at: float
     params: dict
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))  # Twilio's date_created
 
 
 @dataclass
@@ -205,16 +206,19 @@ class FakeTwilio:
             return self._reply(request, 404, {"code": 20404, "message": "not found", "status": 404})
         if not self._authorised(request):
             return self._reply(request, 401, {"code": 20003, "message": "Authenticate", "status": 401})
-        query = parse_qs(parsed.query)
-        to = (query.get("To") or [None])[0]
+        query = {name: values[0] for name, values in parse_qs(parsed.query).items()}
+        # Twilio's filters: To and From exactly, DateSent by day ("DateSent>" since that day); newest first.
+        since = query.get("DateSent>", "")[:10]
         with self._lock:
-            found = [c for c in self.creates if to is None or c.to == to]
+            found = [c for c in self.creates
+                     if query.get("To", c.to) == c.to and query.get("From", c.from_) == c.from_
+                     and c.created.date().isoformat() >= since]
         page = {"messages": [self._resource(c, "sent") for c in reversed(found)], "page": 0, "page_size": 50,
                 "next_page_uri": None, "uri": parsed.path}
         self._reply(request, 200, page)
 
     def _resource(self, create: Create, status: str) -> dict:
-        now = format_datetime(datetime.now(timezone.utc), usegmt=True)
+        created = format_datetime(create.created, usegmt=True)
         return {
             "sid": create.sid,
             "account_sid": self.account_sid,
@@ -227,9 +231,9 @@ class FakeTwilio:
             "num_media": str(len(create.media_urls)),
             "direction": "outbound-api",
             "api_version": "2010-04-01",
-            "date_created": now,
-            "date_updated": now,
-            "date_sent": now,
+            "date_created": created,
+            "date_updated": created,
+            "date_sent": created,
             "error_code": None,
             "error_message": None,
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{create.sid}.json",
