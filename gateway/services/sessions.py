@@ -268,8 +268,10 @@ def _reserving_statement(shape: tuple):
         + ", expires_at = " + _CHANGE.format(id="sessions.id", field=1, kind="timestamp")
         + ", last_activity_at = :now, updated_at = :now WHERE "
         + matched
-        # Completed after the lookup (ended by hand, or expired and swept): not reserved; see the texts.
-        + " AND sessions.status = 'active' RETURNING sessions.id, sessions.last_seq)"
+        # With its status: one completed after the lookup fails the statement (see the texts), which
+        # undoes this UPDATE too. (Matching on status here instead cost PostgreSQL a quarter more CPU
+        # per text to a live session: bench/webhook_path.py, 2026-12-03.)
+        + " RETURNING sessions.id, sessions.last_seq, sessions.status)"
     ]
     # The reserved sessions come first in the result, so that their UPDATE runs before the inserts.
     selects = ["SELECT -1 AS part, CAST(reserved.id AS varchar) AS value FROM reserved"]
@@ -281,12 +283,13 @@ def _reserving_statement(shape: tuple):
         source = f"json_populate_recordset(NULL::{table.name}, CAST(:rows{position} AS json)) AS rows"
         if position == last and model is Message:
             # A new session's text carries its position; a live session's, its place among the
-            # session's new texts. A live session that was not reserved (completed since the lookup)
-            # gives its texts no position: NOT NULL fails the whole statement, and the webhook
-            # stores the batch the careful way, in the conversation's next session.
+            # session's new texts. A live session completed since the lookup (ended by hand, or
+            # expired and swept) gives its texts no position: NOT NULL fails the whole statement,
+            # and the webhook stores the batch the careful way, in the conversation's next session.
             change = _CHANGE.format(id="rows.session_id", field=0, kind="integer")
             values[names.index("seq")] = (
-                f'CASE WHEN {change} IS NULL THEN 0 ELSE reserved.last_seq - {change} END + rows."seq"')
+                f"CASE WHEN reserved.status = 'active' THEN reserved.last_seq - {change} "
+                f'WHEN {change} IS NULL THEN 0 END + rows."seq"')
             source += " LEFT OUTER JOIN reserved ON reserved.id = rows.session_id"
         on_conflict = f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else ""
         returned = column_of(model, returning).name
