@@ -114,6 +114,16 @@ def test_replies_of_a_turn_job_that_fails_afterwards_go_to_a_send_job(runtime, q
     assert replies(runtime) == [("hello", "delivered")]
 
 
+def answered_not_sent(runtime, queue, post, monkeypatch) -> str:
+    """A text answered by its turn job, whose reply stays queued (no send yet); returns the session's id."""
+    post("hello")
+    session_id = queue.jobs.pop(0)[1][0]
+    with monkeypatch.context() as patched:
+        patched.setattr(turns, "send_pending", lambda runtime_, session_id_: None)
+        run_job(runtime, "process_turns", session_id)
+    return session_id
+
+
 def test_a_reply_sent_again_after_its_worker_died_takes_its_place_in_the_pace_again(runtime, queue, clock, number,
                                                                                    post, monkeypatch):
     """A worker took the reply's slot in its number's pace and died during the send. Its successor, once the
@@ -123,11 +133,7 @@ def test_a_reply_sent_again_after_its_worker_died_takes_its_place_in_the_pace_ag
     from gateway.services import outbound
     from gateway.services.leases import Lease
 
-    post("hello")
-    session_id = queue.jobs.pop(0)[1][0]
-    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
-    run_job(runtime, "process_turns", session_id)
-    monkeypatch.undo()
+    session_id = answered_not_sent(runtime, queue, post, monkeypatch)
     dying = Lease(runtime, session_id, "send")
     assert dying.acquire()
     wait, handover = outbound._hand_over(runtime, dying, outbound._next_unsent(runtime, session_id))
@@ -152,11 +158,7 @@ def test_a_reply_whose_worker_died_after_twilio_took_it_counts_as_sent_from_its_
     from gateway.services import outbound
     from gateway.services.leases import Lease
 
-    post("hello")
-    session_id = queue.jobs.pop(0)[1][0]
-    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
-    run_job(runtime, "process_turns", session_id)
-    monkeypatch.undo()
+    session_id = answered_not_sent(runtime, queue, post, monkeypatch)
     dying = Lease(runtime, session_id, "send")
     assert dying.acquire()
     _, handover = outbound._hand_over(runtime, dying, outbound._next_unsent(runtime, session_id))
@@ -175,11 +177,7 @@ def test_a_reply_settled_by_a_callback_after_the_lane_read_it_is_not_handed_over
     that Twilio had after all) settles it before the hand-over. The hand-over checks it is still unsent."""
     from gateway.services import outbound
 
-    post("hello")
-    session_id = queue.jobs.pop(0)[1][0]
-    monkeypatch.setattr(turns, "send_pending", lambda runtime_, session_id_: None)  # the reply stays queued
-    run_job(runtime, "process_turns", session_id)
-    monkeypatch.undo()
+    session_id = answered_not_sent(runtime, queue, post, monkeypatch)
     read = outbound._next_unsent
 
     def read_then_settled(runtime_, session_id_):
