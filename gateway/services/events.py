@@ -141,10 +141,10 @@ def message_status_event(tx: DbSession, message_id: str, now: datetime) -> str |
 
 
 def enqueue_committed(runtime: "Runtime", tx: DbSession) -> None:
-    """The after-commit hook: hand the transaction's new events to the queue."""
+    """The after-commit hook: hand the transaction's new events to the queue, together: one round trip,
+    and when the queue is down one wait for it, however many events (the sweep delivers them later)."""
     _forget_reads(tx)
-    for event_id in tx.info.pop(PENDING_KEY, []):
-        runtime.enqueue("deliver_event", event_id)
+    runtime.enqueue_many([("deliver_event", (event_id,)) for event_id in tx.info.pop(PENDING_KEY, [])])
 
 
 def forget_rolled_back(tx: DbSession) -> None:

@@ -609,6 +609,37 @@ def test_a_delivery_whose_job_was_lost_is_sent_by_the_sweep(runtime, make_runtim
     wait_until(lambda: stored_event(runtime, event.id).status == "delivered", 10, "the event to be delivered")
 
 
+class CountingDownQueue(DownQueue):
+    """A queue that cannot be reached, counting the tries to reach it."""
+
+    def __init__(self):
+        self.tries = 0
+
+    def enqueue(self, job, *args, delay: float = 0.0):
+        self.tries += 1
+        super().enqueue(job, *args, delay=delay)
+
+    def enqueue_many(self, jobs):
+        self.tries += 1
+        super().enqueue_many(jobs)
+
+
+def test_the_events_of_one_transaction_reach_for_the_queue_once(runtime, make_runtime, clock, receiver, assistant,
+                                                                number):
+    """A text after expiry completes the old session and opens the next: two events in one transaction, handed
+    to the queue in one round trip. With the queue down, the webhook waits for it once, not once per event."""
+    down = CountingDownQueue()
+    queue_down = make_runtime(runtime.settings, clock=clock, queue=down)
+    inbound.commit_texts(queue_down, [parse_inbound(inbound_params("first"))])
+    clock.advance(86400 + 1)
+    tries = down.tries
+
+    inbound.commit_texts(queue_down, [parse_inbound(inbound_params("second"))])
+
+    assert down.tries - tries == 1
+    assert sorted(e.type for e in stored_events(runtime)) == ["session.created", "session.created", "session.updated"]
+
+
 def test_a_delivery_whose_worker_died_after_posting_is_sent_again_with_the_same_id(
     runtime, receiver, assistant, clock, monkeypatch
 ):
