@@ -210,10 +210,9 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool, tr
         # Stored together, a session or text refers to a customer or session that the same
         # statement skipped, its key taken by another transaction (or the session was deleted),
         # or, in autocommit, a text's MessageSid was committed elsewhere after the lookup: the
-        # careful way again.
-        # A text of a session completed after the lookup gets no position (NOT NULL; see
-        # sessions._reserving_statement).
-        if together and sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION, NOT_NULL_VIOLATION):
+        # careful way again. So does a text of a session completed after the lookup, which gets no
+        # position (see sessions._reserving_statement); any other NULL is an error of its own.
+        if together and (sqlstate in (FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION) or _no_position(error)):
             return _store_batch(runtime, batch, together=False)
         # Batches take their row locks in one fixed order (keys, session ids) so as not to deadlock
         # with each other, but other work locks sessions too; PostgreSQL then aborts one side.
@@ -221,6 +220,13 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool, tr
         if len(batch) == 1 or sqlstate != DEADLOCK:
             raise
         return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
+
+
+def _no_position(error: DBAPIError) -> bool:
+    """Whether ``error`` is the one write statement refusing a text without a position (messages.seq NULL)."""
+    diag = getattr(error.orig, "diag", None)
+    return (getattr(error.orig, "sqlstate", None) == NOT_NULL_VIOLATION and diag is not None
+            and diag.table_name == "messages" and diag.column_name == "seq")
 
 
 def _needs_transaction(found: "_Found", now) -> bool:
