@@ -101,9 +101,7 @@ class TwilioSender:
         found = []
         try:
             for message in self.client.messages.list(**filters, limit=50):  # the newest first
-                if message.date_created is not None and message.date_created < since:
-                    break
-                if message.body != sms.body:
+                if message.body != sms.body or (message.date_created is not None and message.date_created < since):
                     continue
                 if sms.messaging_service_sid and message.messaging_service_sid != sms.messaging_service_sid:
                     continue

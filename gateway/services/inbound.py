@@ -99,7 +99,7 @@ def parse_inbound(form: Mapping[str, str]) -> InboundSms:
         media=_media(stored),
         messaging_service_sid=stored.get("MessagingServiceSid") or None,
         opt_out_type=stored.get("OptOutType").upper() or None,
-        details={name: stored.get(name) for name in KEPT_PARAMETERS if stored.get(name)},
+        details={name: value for name in KEPT_PARAMETERS if (value := stored.get(name))},
     )
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.leases")
 
 # How long one job works a lane before it hands the lane on to a fresh job of its own (at the back of
 # the queue): a busy session neither holds a worker indefinitely nor runs into the queue's job
-# timeout, which the worker sets above this plus the longest piece of work (Settings.longest_job).
+# timeout, which is set above this plus the longest piece of work (jobs.redis_queue.job_timeout).
 LANE_BUDGET_SECONDS = 120.0
 
 
