@@ -375,16 +375,18 @@ def test_the_fallback_message_fills_template_variables(live_gateway, fake_engine
 # -- what the engine answers and what it is sent -------------------------------------------------
 
 
+def answered_once(gw, fake_engine, body: str, answer: str):
+    """``gw`` with the webhook engine, texted ``body``, which the fake engine answers with ``answer``; settled."""
+    configure(gw, fake_engine.url)
+    fake_engine.script.next_faults.append(EngineFault(status=200, body=answer))
+    text(gw, body)
+    gw.settled()
+    return gw
+
+
 def test_several_replies_go_out_as_separate_messages_in_order(live_gateway, fake_engine, fake_twilio):
     """{"replies": ["a", "b"]}: two outbound messages, "a" then "b", both from one chat."""
-    gw = live_gateway()
-    configure(gw, fake_engine.url)
-    fake_engine.script.next_faults.append(
-        EngineFault(status=200, body='{"replies": ["First, the good news.", "Then the rest."]}')
-    )
-
-    text(gw, "news?")
-    gw.settled()
+    gw = answered_once(live_gateway(), fake_engine, "news?", '{"replies": ["First, the good news.", "Then the rest."]}')
 
     creates = fake_twilio.wait_for_creates(2)
     assert [c.body for c in creates] == ["First, the good news.", "Then the rest."]
@@ -398,14 +400,7 @@ def test_a_reply_the_database_cannot_hold_as_sent_is_stored_and_sent_cleaned(liv
     """A NUL (PostgreSQL text has none) and half a surrogate pair (UTF-8 has none, so neither database) in
     the engine's answer: the NUL is dropped and the half pair becomes U+FFFD. Refused, the turn could never be
     stored: every sweep would ask the engine again, and the session's later texts wait behind it."""
-    gw = live_gateway()
-    configure(gw, fake_engine.url)
-    fake_engine.script.next_faults.append(
-        EngineFault(status=200, body='{"replies": ["Null\\u0000 here.", "Half a pair \\ud83d here."]}')
-    )
-
-    text(gw, "odd?")
-    gw.settled()
+    gw = answered_once(live_gateway(), fake_engine, "odd?", '{"replies": ["Null\\u0000 here.", "Half a pair \\ud83d here."]}')
 
     creates = fake_twilio.wait_for_creates(2)
     assert [c.body for c in creates] == ["Null here.", "Half a pair \ufffd here."]
