@@ -66,13 +66,16 @@ class InboundSms:
 
 @dataclass(frozen=True)
 class Accepted:
-    outcome: str  # "stored", "duplicate" or "unknown_number"
+    # "stored", "duplicate", "unknown_number", or "failed": a text stored on its own after its batch failed
+    # (see _each_alone) that failed again; ``error`` says why, and accept_inbound raises it to its caller.
+    outcome: str
     message_id: str | None = None
     session_id: str | None = None
     session_created: bool = False
     completed_id: str | None = None  # the expired session this text closed, if any
     # Events written with the text outside an ORM transaction (see _store), to be enqueued with its turn.
     events: tuple[str, ...] = ()
+    error: Exception | None = None
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundSms:
@@ -144,7 +147,10 @@ def accept_inbound(runtime: "Runtime", sms: InboundSms, deferred: list | None = 
     for the caller to run once it has answered (the webhook: after its response is sent). The text is
     committed either way; a job never queued (the process died first) is the sweep's to recover.
     """
-    return runtime.inbound.submit(sms, deferred)
+    accepted = runtime.inbound.submit(sms, deferred)
+    if accepted.error is not None:
+        raise accepted.error
+    return accepted
 
 
 def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
@@ -165,8 +171,9 @@ def commit_texts(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
                 log.info("event=session.completed session=%s reason=expired", result.completed_id)
         elif result.outcome == "duplicate":
             log.info("event=webhook.duplicate sid=%s", sms.sid)
-        else:
+        elif result.outcome == "unknown_number":
             log.info("event=webhook.unknown_number to=%s sid=%s", mask(sms.to), sms.sid)
+        # A "failed" text's error reaches its own webhook, which logs it as any request that fails.
     return accepted
 
 
@@ -204,7 +211,7 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool, tr
         # back undid the session work it did; in a batch, each text goes again on its own.
         if len(batch) == 1:
             return [Accepted("duplicate")]
-        return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
+        return _each_alone(runtime, batch)
     except DBAPIError as error:
         sqlstate = getattr(error.orig, "sqlstate", None)
         # Stored together, a session or text refers to a customer or session that the same
@@ -219,7 +226,23 @@ def _store_batch(runtime: "Runtime", batch: list[InboundSms], together: bool, tr
         # Alone, each text cannot deadlock.
         if len(batch) == 1 or sqlstate != DEADLOCK:
             raise
-        return [_store_batch(runtime, [sms], together=False)[0] for sms in batch]
+        return _each_alone(runtime, batch)
+
+
+def _each_alone(runtime: "Runtime", batch: list[InboundSms]) -> list[Accepted]:
+    """Each text of a batch that failed as a whole, stored in a transaction of its own.
+
+    A text that fails again on its own (the database gone meanwhile, say) gets its error as its result
+    instead of raising it: the texts committed before and after it are stored, and their webhooks
+    answer 200, while only its own answers 500 (nothing of it committed, so Twilio's report is true).
+    """
+    results = []
+    for sms in batch:
+        try:
+            results.append(_store_batch(runtime, [sms], together=False)[0])
+        except Exception as error:  # noqa: BLE001 - handed to this text's own caller by accept_inbound
+            results.append(Accepted("failed", error=error))
+    return results
 
 
 def _no_position(error: DBAPIError) -> bool:

@@ -203,6 +203,14 @@ def test_a_duplicate_stored_elsewhere_after_the_lookup_sends_the_batch_through_o
     assert turns(queue) == [results[0].session_id]
 
 
+class DiskFull(Exception):
+    sqlstate = "53100"
+
+
+class Deadlock(Exception):
+    sqlstate = "40P01"
+
+
 def fail_inserts(monkeypatch, error_for):
     """Make the batch's inserts raise ``error_for(texts)`` (or go ahead when it returns None), whichever way
     they are made: one statement per table, or together in one (PostgreSQL), in a transaction or not."""
@@ -236,9 +244,6 @@ def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, num
     """PostgreSQL breaking a deadlock aborts the batch (SQLSTATE 40P01); each text is then stored on its own."""
     aborted = []
 
-    class Deadlock(Exception):
-        sqlstate = "40P01"
-
     def deadlock_once(texts):
         if texts > 1 and not aborted:
             aborted.append(texts)
@@ -255,14 +260,83 @@ def test_a_batch_aborted_by_a_deadlock_is_stored_one_text_at_a_time(runtime, num
 
 def test_other_database_errors_fail_the_whole_batch_and_store_nothing(runtime, number, monkeypatch):
     """Any other error rolls the batch back and reaches every caller: nothing half-stored (SPEC 5)."""
-
-    class DiskFull(Exception):
-        sqlstate = "53100"
-
     fail_inserts(monkeypatch, lambda texts: DBAPIError("INSERT INTO messages ...", {}, DiskFull("could not extend file")))
     with pytest.raises(DBAPIError):
         store_texts(runtime, [sms("one", "SMi1"), sms("two", "SMi2", from_=OTHER_CUSTOMER)])
     assert count(runtime, Message) == 0 and count(runtime, Session) == 0 and count(runtime, Customer) == 0
+
+
+def deadlock_then_fail_the_second_alone(texts_per_call: list[int]):
+    """An ``error_for`` of fail_inserts: the first write of more than one text deadlocks; of the texts then
+    written one at a time, the second fails on its own (the disk full meanwhile), the others go ahead."""
+    def error_for(texts: int):
+        texts_per_call.append(texts)
+        if texts > 1:
+            return DBAPIError("INSERT INTO messages ...", {}, Deadlock("deadlock detected"))
+        if texts_per_call.count(1) == 2:
+            return DBAPIError("INSERT INTO messages ...", {}, DiskFull("could not extend file"))
+        return None
+
+    return error_for
+
+
+def test_a_text_failing_alone_after_its_batch_failed_fails_alone(runtime, queue, number, monkeypatch):
+    """Two faults in a row: a batch aborted by a deadlock is stored one text at a time, and one of those texts
+    then fails on its own. The texts committed before and after it are stored and reported stored, with
+    their turns queued; only the failed one reports its error, and nothing of it was committed."""
+    calls: list[int] = []
+    fail_inserts(monkeypatch, deadlock_then_fail_the_second_alone(calls))
+    batch = [sms("one", "SMj1"), sms("two", "SMj2", from_=OTHER_CUSTOMER), sms("three", "SMj3", from_=CUSTOMER)]
+    results = store_texts(runtime, batch)
+
+    assert calls == [3, 1, 1, 1]
+    assert [r.outcome for r in results] == ["stored", "failed", "stored"]
+    assert isinstance(results[1].error, DBAPIError) and results[0].error is None and results[2].error is None
+    assert [m.twilio_sid for m in texts_of(runtime)] == ["SMj1", "SMj3"]
+    assert [s.name for s in sessions_of(runtime)] == [CUSTOMER]
+    assert turns(queue) == [results[0].session_id]  # one turn job for the session of both stored texts
+
+
+def test_each_webhook_of_a_batch_answers_for_its_own_text_when_one_fails_alone(runtime, queue, number, monkeypatch):
+    """Over the Flask app: three webhooks that wait behind a fourth are stored as one batch, which deadlocks;
+    stored one at a time, the second fails. Its webhook alone answers 500; the other two answer 200, as
+    their texts are committed (answering them 500 would make Twilio report a text that was in fact taken)."""
+    app = create_app(runtime=runtime)
+    holding, let_go = threading.Event(), threading.Event()
+    calls: list[int] = []
+    then = deadlock_then_fail_the_second_alone(calls)
+
+    def error_for(texts: int):
+        if not holding.is_set():  # the first webhook's own batch holds the lane until three more wait behind it
+            holding.set()
+            assert let_go.wait(10), "the test never let the first batch go"
+            return None
+        return then(texts)
+
+    fail_inserts(monkeypatch, error_for)
+    customers = [CUSTOMER, OTHER_CUSTOMER, "+14155550998", "+14155550997"]
+
+    def deliver(index: int) -> int:
+        params = inbound_params(f"text {index}", sid=f"SMk{index}{'0' * 31}", from_=customers[index])
+        signature = sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)
+        return app.test_client().post("/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = [pool.submit(deliver, 0)]
+        assert holding.wait(10), "the first webhook never reached its write"
+        for index in range(1, 4):  # one at a time, so that the batch holds them in this order
+            answers.append(pool.submit(deliver, index))
+            for _ in range(500):
+                if len(runtime.inbound._waiting) == index:  # waiting in the group commit behind the first
+                    break
+                threading.Event().wait(0.01)
+            assert len(runtime.inbound._waiting) == index
+        let_go.set()
+        statuses = [answer.result(timeout=10) for answer in answers]
+
+    assert calls == [3, 1, 1, 1]
+    assert statuses == [200, 200, 500, 200]
+    assert sorted(m.content for m in texts_of(runtime)) == ["text 0", "text 1", "text 3"]
 
 
 def hide_from_lookup(monkeypatch, hidden_customers=(), hidden_sessions=()):
