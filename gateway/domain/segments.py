@@ -18,6 +18,7 @@ Separately, Twilio rejects bodies longer than 1600 characters, so
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 GSM7 = "GSM-7"
@@ -162,7 +163,53 @@ def _find_cut(text: str, limit: int) -> int:
     for cut in (sentence_cut, word_cut):
         if cut is not None and 2 * cut >= limit:
             return cut
-    return limit
+    return _hard_cut(text, limit)
+
+
+def _hard_cut(text: str, limit: int) -> int:
+    """``limit``, moved back to the start of the character the reader sees there.
+
+    One visible character can be several code points: a letter and its combining accent, an emoji and
+    its skin tone or variation selector, emoji joined by ZWJ, a flag's two regional indicators. Cut
+    between them, the two parts show a bare accent or swatch and a wrong or broken emoji. A cluster
+    longer than a whole part is cut all the same: there is no better place.
+    """
+    cut = limit
+    while cut > 0 and _inside_cluster(text, cut):
+        cut -= 1
+    return cut or limit
+
+
+_ZWJ = "\u200d"
+
+
+def _inside_cluster(text: str, index: int) -> bool:
+    """Whether a cut before ``text[index]`` would split what is shown as one character."""
+    before, after = text[index - 1], text[index]
+    if before == _ZWJ or after == _ZWJ or _extends(after):
+        return True
+    if _regional_indicator(before) and _regional_indicator(after):
+        # Flags are pairs: inside one when an odd number of indicators runs up to the cut.
+        run = 0
+        while index - 1 - run >= 0 and _regional_indicator(text[index - 1 - run]):
+            run += 1
+        return run % 2 == 1
+    return False
+
+
+def _extends(ch: str) -> bool:
+    """A code point that belongs to the character before it."""
+    code = ord(ch)
+    return (
+        unicodedata.category(ch) in ("Mn", "Me", "Mc")  # combining marks
+        or 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF  # variation selectors
+        or 0x1F3FB <= code <= 0x1F3FF  # emoji skin tones
+        or 0xE0020 <= code <= 0xE007F  # emoji tag sequences (subdivision flags)
+    )
+
+
+def _regional_indicator(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
 
 
 def _is_sentence_break(text: str, start: int) -> bool:

@@ -348,7 +348,16 @@ def _after_error(runtime, lease, message: Message, error: SendError, customer_id
     settings = runtime.settings
     with runtime.db.begin() as tx:
         lease.renew(tx)
-        current = tx.get(Message, message.id)
+        # Locked (PostgreSQL; SQLite's writer lock is held since the renewal): a callback cannot settle it
+        # between this read and the write below.
+        current = tx.get(Message, message.id, with_for_update=True)
+        if current.twilio_sid is not None or current.status != "queued":
+            # Twilio took this try after all (a timeout or 5xx lost only its answer), and its status
+            # callbacks, which carry our id, settled the message first. Their outcome stands: this error
+            # must neither overwrite a delivery's error code nor leave a delivered message showing an error.
+            log.info("event=send.settled_meanwhile message=%s session=%s reason=%s",
+                     message.id, message.session_id, error.reason)
+            return
         if not error.transient:
             _set_failed(tx, message.id, error.code, error.reason, now)
             if error.code == OPT_OUT_CODE and customer_id:
@@ -574,8 +583,14 @@ def _first(rows: list):
     return rows[0] if rows else None
 
 
+# error_code is an INTEGER column: a larger "code" would fail the callback's UPDATE with a 500.
+_MAX_ERROR_CODE = 2**31 - 1
+
+
 def _int(value) -> int | None:
+    """A status callback's ErrorCode; None when it is missing or is not a code (a number the column holds)."""
     try:
-        return int(value) if value not in (None, "") else None
+        code = int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return code if code is None or 0 <= code <= _MAX_ERROR_CODE else None

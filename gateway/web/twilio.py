@@ -16,7 +16,7 @@ from flask import Blueprint, Response, after_this_request, jsonify, request
 from twilio.request_validator import RequestValidator
 
 from gateway import metrics
-from gateway.errors import Forbidden, GatewayError, NotFound
+from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound
 from gateway.services import outbound, readback
 from gateway.services.inbound import accept_inbound, parse_inbound
 from gateway.web import runtime
@@ -115,9 +115,16 @@ def after_response(work: list) -> None:
 def status_callback() -> str:
     require_signature(request.form)
     form = request.form
-    known = outbound.apply_status(
-        runtime(), request.args.get("messageId"), form.get("MessageSid"), form.get("MessageStatus", ""), form.get("ErrorCode")
-    )
+    message_id, sid = request.args.get("messageId") or None, form.get("MessageSid") or None
+    # Both are looked up, and the sid may be stored: a NUL (which PostgreSQL text cannot hold) or a sid
+    # longer than its column would fail the statement with a 500. No message can have such an id or
+    # sid, so the callback is refused as malformed (SPEC 6.12), with the inbound webhook's rule for sids.
+    if sid is not None and (len(sid) > 64 or not sid.isalnum() or not sid.isascii()):
+        raise BadRequest("MessageSid must be up to 64 letters and digits")
+    if message_id is not None and (len(message_id) > 64 or not message_id.replace("-", "").isalnum()
+                                   or not message_id.isascii()):
+        raise BadRequest("messageId is not a message id")
+    known = outbound.apply_status(runtime(), message_id, sid, form.get("MessageStatus", ""), form.get("ErrorCode"))
     if not known:
         log.info("event=status.unknown sid=%s status=%s", form.get("MessageSid"), form.get("MessageStatus"))
     return "applied" if known else "unknown_sid"

@@ -341,6 +341,32 @@ def test_a_long_reply_is_split_at_sentence_ends_into_separately_tracked_parts(ga
     assert [p.encoding for p in parts] == ["GSM-7", "GSM-7", "UCS-2"]
 
 
+UNBREAKABLE = {
+    # label: one character as the reader sees it, made of two code points or more
+    "emoji with a skin tone": "\U0001F44D\U0001F3FD",
+    "flag": "\U0001F1FA\U0001F1F8",
+    "letter with a combining accent": "e\u0301",
+}
+
+
+@pytest.mark.parametrize("cluster", UNBREAKABLE.values(), ids=UNBREAKABLE.keys())
+def test_a_long_reply_without_spaces_is_never_cut_inside_a_character(gateway, fake_twilio, cluster):
+    """A reply over 1600 characters with no space to break at is hard-cut, but never between the code points
+    of one visible character: the first part would end in a bare thumbs-up (or half a flag, or an
+    unaccented e) and the second start with a lone skin tone swatch (or the other half, or a bare accent)."""
+    answer = "x" + cluster * 900  # unaligned: the 1600th code point falls inside a cluster
+    gw = gateway(engine={"provider": "faq", "entries": [{"question": "tell me everything", "answer": answer}]})
+
+    text(gw, "tell me everything")
+    parts = wait_delivered(gw, count=2)
+
+    bodies = [c.body for c in sorted(fake_twilio.creates, key=lambda c: c.at)]
+    assert bodies == [p.content for p in parts]
+    assert "".join(bodies) == answer
+    assert all(len(body) <= 1600 for body in bodies)
+    assert bodies[0] == answer[:1 + 1599 // len(cluster) * len(cluster)]  # whole clusters only
+
+
 # -- pacing ---------------------------------------------------------------------------------------------
 
 
@@ -590,6 +616,37 @@ def test_a_timed_out_create_that_twilio_accepted_is_not_sent_twice(gateway, fake
     reply = only_reply(gw)
     assert reply.status in SENT
     assert reply.twilio_sid == create.sid
+
+
+SETTLED_FIRST = {
+    # label: (the callbacks Twilio posts before the create's answer is lost, the code the last one carries)
+    "undelivered with 30003": (("sent", "undelivered"), 30003),
+    "delivered": (("sent", "delivered"), None),
+}
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("statuses, code", SETTLED_FIRST.values(), ids=SETTLED_FIRST.keys())
+def test_a_timed_out_create_whose_callbacks_came_first_keeps_their_outcome(gateway, fake_twilio, statuses, code):
+    """Twilio takes the create and its callbacks settle the reply, then the client times out waiting for the
+    answer: the timeout must not overwrite the callbacks' outcome, neither the delivery's error code (an
+    undelivered reply recorded with the timeout instead of 30003) nor a clean delivered one (SPEC 6.8)."""
+    gw = gateway(twilio_timeout=0.6, send_tries=3)
+    fake_twilio.script.latency = 1.2
+    fake_twilio.script.callbacks = ()  # posted by hand below, before the client gives up
+
+    text(gw, "hello")
+    (create,) = fake_twilio.wait_for_creates(1)
+    for status in statuses:
+        assert fake_twilio.post_callback(create, status, code if status == statuses[-1] else None) == 200
+    assert time.monotonic() - create.at < 0.6, "the callbacks came too late to prove anything"
+    time.sleep(1.0)  # the client's timeout has come and been handled by now
+    gw.settled()
+
+    reply = only_reply(gw)
+    assert (reply.status, reply.twilio_sid) == (statuses[-1], create.sid)
+    assert (reply.error_code, reply.error_message) == (code, None)
+    assert len(fake_twilio.attempts) == 1
 
 
 @pytest.mark.parametrize("earlier", ["from another number", "in an earlier session"])

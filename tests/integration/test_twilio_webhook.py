@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.db.models import Customer, Message, Session
 from tests.conftest import BUSINESS, CUSTOMER, PUBLIC_URL, inbound_params, sign
@@ -216,3 +218,96 @@ def test_nul_characters_in_any_stored_parameter_are_dropped_not_fatal(webhook, r
         assert message.media == [{"url": "https://media.example/a.jpg", "contentType": "image/jpeg"}]
         assert message.details["FromCity"] == "SAN FRANCISCO"
         assert message.details["MessagingServiceSid"] == "MG" + "2" * 32
+
+
+# -- POST /twilio/status: odd input gets a clear answer, never a 500 (SPEC 5, 6.8, 6.12) -------------------
+
+
+def answered(runtime, webhook) -> Message:
+    """Text the echo assistant and wait until its reply is delivered (the sandbox sender delivers at once)."""
+    assert webhook("hello").status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with runtime.db.begin() as tx:
+            reply = tx.scalar(select(Message).where(Message.role == "assistant"))
+            if reply is not None and reply.status == "delivered":
+                tx.expunge(reply)
+                return reply
+        time.sleep(0.02)
+    raise AssertionError("no delivered reply")
+
+
+def status_callback(client, runtime, params: dict, message_id: str | None = None):
+    path = "/twilio/status" + (f"?messageId={message_id}" if message_id is not None else "")
+    signature = sign(runtime.auth_token, PUBLIC_URL + path, params)
+    return client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+
+
+def reply_state(runtime, message_id: str) -> tuple:
+    with runtime.db.begin() as tx:
+        message = tx.get(Message, message_id)
+        return message.status, message.twilio_sid, message.error_code, message.error_message
+
+
+
+def in_flight(runtime, webhook) -> Message:
+    """A reply as it is while Twilio still has it: sending, and (its callback beating the create's answer) no sid yet."""
+    reply = answered(runtime, webhook)
+    with runtime.db.begin() as tx:
+        tx.execute(update(Message).where(Message.id == reply.id).values(status="sending", twilio_sid=None))
+    return reply
+
+
+ODD_ERROR_CODES = {
+    "not a number": "thirty",
+    "30 digits": "9" * 30,
+    "over 32 bits": str(2**31),
+    "negative": "-30003",
+}
+
+
+@pytest.mark.parametrize("code", ODD_ERROR_CODES.values(), ids=ODD_ERROR_CODES.keys())
+def test_status_callback_with_an_odd_error_code_records_the_status_without_it(client, runtime, number, webhook, code):
+    """An ErrorCode that is no Twilio code (not a number, or one no INTEGER column holds) is left out: the
+    status is still recorded, and the callback is answered 200, never a 500 (SPEC 6.8, 6.12)."""
+    reply = in_flight(runtime, webhook)
+    params = {"MessageSid": "SM" + "c" * 32, "MessageStatus": "undelivered", "ErrorCode": code,
+              "AccountSid": "AC" + "0" * 32}
+    response = status_callback(client, runtime, params, reply.id)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert reply_state(runtime, reply.id) == ("undelivered", "SM" + "c" * 32, None, None)
+
+
+MALFORMED_CALLBACKS = {
+    # label: (the callback's parameters, its messageId: the reply's own unless told)
+    "NUL in MessageSid": ({"MessageSid": "SM\x00" + "d" * 32}, True),
+    "NUL in MessageSid, no messageId": ({"MessageSid": "SM\x00" + "d" * 32}, False),
+    "MessageSid over 64 characters": ({"MessageSid": "SM" + "d" * 200}, True),
+    "MessageSid with symbols": ({"MessageSid": "SM'; DROP TABLE messages;--"}, True),
+    "NUL in messageId": ({"MessageSid": "SM" + "d" * 32}, "\x00"),
+}
+
+
+@pytest.mark.parametrize("params, message_id", MALFORMED_CALLBACKS.values(), ids=MALFORMED_CALLBACKS.keys())
+def test_status_callback_with_a_malformed_sid_or_id_gets_400_and_changes_nothing(client, runtime, number, webhook,
+                                                                                  params, message_id):
+    """A signed callback whose MessageSid or messageId no message can have (a NUL, which PostgreSQL text cannot
+    hold, more than the column's 64 characters, symbols) gets a clear 400, not a 500, and changes nothing."""
+    reply = in_flight(runtime, webhook)
+    before = reply_state(runtime, reply.id)
+    message_id = reply.id if message_id is True else None if message_id is False else reply.id + message_id
+    response = status_callback(client, runtime, {"MessageStatus": "delivered", "AccountSid": "AC" + "0" * 32,
+                                                 **params}, message_id)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert reply_state(runtime, reply.id) == before == ("sending", None, None, None)
+
+
+def test_status_callback_without_a_status_or_for_an_unknown_sid_is_acknowledged(client, runtime, number, webhook):
+    """No MessageStatus, an unknown one, or an unknown sid: 200 and nothing moves (SPEC 6.8)."""
+    reply = in_flight(runtime, webhook)
+    sid = "SM" + "e" * 32
+    assert status_callback(client, runtime, {"MessageSid": sid}, reply.id).status_code == 200
+    assert status_callback(client, runtime, {"MessageSid": sid, "MessageStatus": "warped\x00"}, reply.id).status_code == 200
+    assert reply_state(runtime, reply.id) == ("sending", sid, None, None)
+    assert status_callback(client, runtime, {"MessageSid": "SM" + "f" * 32, "MessageStatus": "failed"}).status_code == 200
+    assert reply_state(runtime, reply.id) == ("sending", sid, None, None)
