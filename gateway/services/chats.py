@@ -40,6 +40,7 @@ def create_chat(runtime: "Runtime", data: ChatCreate) -> Chat:
 
     lease = _take_lane(runtime, session_id)
     try:
+        expired = False
         with runtime.db.begin() as tx:
             session = tx.get(Session, session_id)
             if session is None:
@@ -47,16 +48,25 @@ def create_chat(runtime: "Runtime", data: ChatCreate) -> Chat:
             if session.status != "active":
                 raise Conflict(COMPLETED)
             now = runtime.clock.now()
-            try:
-                (seq,) = next_seqs(tx, session, 1, now, only_active=True)
-            except SessionEnded:
-                raise Conflict(COMPLETED) from None  # ended since it was read
-            message = Message(
-                id=new_id(), session_id=session_id, seq=seq, role="user", content=data.input, media=[], channel="api",
-                status="received", details={}, attempts=0, throttled=0, slot_reserved=False, created_at=now,
-                updated_at=now,
-            )
-            tx.add(message)
+            if session.expires_at <= now:
+                # It expired while the chat waited for the lane (a turn may hold it for a long engine call):
+                # completed, as _check_open would have, and refused once that is committed. Taken in, the text
+                # would land in an expired session, and with inactivity set its activity would revive it.
+                complete(tx, session_id, now)
+                expired = True
+            else:
+                try:
+                    (seq,) = next_seqs(tx, session, 1, now, only_active=True)
+                except SessionEnded:
+                    raise Conflict(COMPLETED) from None  # ended since it was read
+                message = Message(
+                    id=new_id(), session_id=session_id, seq=seq, role="user", content=data.input, media=[],
+                    channel="api", status="received", details={}, attempts=0, throttled=0, slot_reserved=False,
+                    created_at=now, updated_at=now,
+                )
+                tx.add(message)
+        if expired:
+            raise Conflict(COMPLETED)
         overrides = data.assistantOverrides.model_dump(exclude_none=True) if data.assistantOverrides else None
         chat_id = answer(runtime, lease, Batch([message], overrides))
     finally:

@@ -110,7 +110,10 @@ def update_session(runtime: "Runtime", session_id: str, data: SessionUpdate) -> 
     now = runtime.clock.now()
     given = data.model_fields_set
     with runtime.db.begin() as tx:
-        session = _get(tx, session_id)
+        # Locked as read: a text committing meanwhile moves last_activity_at (and expires_at), and the sweep or an
+        # end may complete the session; from an earlier read this would compute expiresAt from stale activity
+        # and write it over the text's, or report the session active after it was completed.
+        session = _get(tx, session_id, lock=True)
         if data.status == "active" and session.status == "completed":
             raise Conflict("a completed session cannot be made active again; create a new session")
         if "name" in given:
@@ -201,8 +204,8 @@ def _active_api_session(tx, assistant_id: str, customer_id: str, now) -> Session
     return None
 
 
-def _get(tx, session_id: str) -> Session:
-    session = tx.get(Session, session_id) if session_id else None
+def _get(tx, session_id: str, lock: bool = False) -> Session:
+    session = tx.get(Session, session_id, with_for_update=lock) if session_id else None
     if session is None:
         raise NotFound(f"no session with id {session_id!r}")
     return session

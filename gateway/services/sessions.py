@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select, text, update
+from sqlalchemy import Connection, bindparam, case, select, text, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -401,11 +401,9 @@ def next_seqs(tx: DbSession, session: Session, count: int, now: datetime, only_a
         if only_active:
             raise SessionEnded(session.id)
         raise NoResultFound(f"session {session.id} is gone")
-    last = returned[0][0]
+    last, expiry = returned[0]
     if isinstance(session, Session) and session in tx:  # the loaded object sees the new values, as after the ORM's UPDATE
-        changed = {"last_seq": last, "last_activity_at": now, "updated_at": now}
-        if active:
-            changed["expires_at"] = new_expiry
+        changed = {"last_seq": last, "last_activity_at": now, "updated_at": now, "expires_at": expiry}
         for name, value in changed.items():
             set_committed_value(session, name, value)
     return list(range(last - count + 1, last + 1))
@@ -416,11 +414,15 @@ def _next_seqs_statement(active: bool, only_active: bool = False):
     values = dict(last_seq=sessions.c.last_seq + bindparam("count"), last_activity_at=bindparam("now"),
                   updated_at=bindparam("now"))
     if active:  # a session still open lives longer with each message; a completed one keeps its end
-        values["expires_at"] = bindparam("new_expiry")
+        # Decided by the row, not by the caller's read: a turn reads its session before the engine call,
+        # and the sweep (or an API end) may complete it meanwhile. The reply still goes in, but the
+        # completed session must not be given a new expiry (with inactivity set, one in the future).
+        values["expires_at"] = case((sessions.c.status == "active", bindparam("new_expiry", type_=UTCDateTime())),
+                                    else_=sessions.c.expires_at)
     matched = sessions.c.id == bindparam("session_id")
     if only_active:
         matched = matched & (sessions.c.status == "active")
-    return update(sessions).where(matched).values(values).returning(sessions.c.last_seq)
+    return update(sessions).where(matched).values(values).returning(sessions.c.last_seq, sessions.c.expires_at)
 
 
 # Built once: every text and every reply reserves positions.

@@ -222,3 +222,44 @@ def test_sweep_requeues_sends_whose_job_was_lost(runtime, clock, queue, number, 
     queue.run_all(runtime)
     with runtime.db.begin() as tx:
         assert tx.scalar(select(Message.status).where(Message.role == "assistant")) == "delivered"
+
+
+def test_a_session_completed_while_its_turn_ran_keeps_its_end(runtime, clock, queue, fake_engine):
+    """The sweep completes an inactivity session while a turn is with the engine: the reply is still stored in
+    it, but the completed session is not given a new expiry (with inactivity set, the reply's activity would
+    otherwise move expiresAt past the moment it was completed, as if it were still open)."""
+    import threading
+
+    from gateway.schemas import AssistantCreate, PhoneNumberCreate
+    from gateway.services.assistants import create_assistant
+    from gateway.services.phone_numbers import create_phone_number
+
+    slow = create_assistant(runtime, AssistantCreate(name="Slow", engine={"provider": "webhook", "url": fake_engine.url}))
+    create_phone_number(runtime, PhoneNumberCreate(number="+15550100000", assistantId=slow.id, messagesPerSecond=1000,
+                                                   sessionInactivitySeconds=600))
+    fake_engine.script.delay = 1.0
+    client = create_app(runtime=runtime).test_client()
+    params = inbound_params("hello?")
+    signature = sign(runtime.auth_token, PUBLIC_URL + "/twilio/sms", params)
+    assert client.post("/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}).status_code == 200
+    with runtime.db.begin() as tx:
+        session_id = tx.scalar(select(Message.session_id))
+
+    turn = threading.Thread(target=queue.run_all, args=(runtime,))
+    turn.start()
+    try:
+        fake_engine.wait_for_calls(1, started_only=True)
+        clock.advance(601)  # silent for longer than sessionInactivitySeconds: the sweep ends the session
+        assert sweep(runtime).expired == 1
+        ended = session(runtime, session_id)
+        assert ended.status == "completed"
+    finally:
+        turn.join(20)
+    assert not turn.is_alive()
+
+    after = session(runtime, session_id)
+    with runtime.db.begin() as tx:
+        roles = [m.role for m in tx.scalars(select(Message).where(Message.session_id == session_id).order_by(Message.seq))]
+    assert roles == ["user", "assistant"]  # the turn's reply went into the session it answered
+    assert after.status == "completed"
+    assert after.expires_at == ended.expires_at <= after.completed_at

@@ -7,7 +7,9 @@ updatedAt are exact and expiry happens when the test says so.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -481,6 +483,60 @@ def test_patch_to_a_lifetime_the_session_has_outlived_ends_it(api, assistant, cl
     error_of(api.post("/api/chats", {"sessionId": session["id"], "input": "hi"}), 409)
 
 
+def test_patch_expiration_during_a_text_keeps_the_texts_activity(api, runtime, number, clock):
+    """PATCH expirationSeconds of an inactivity session while a text to it commits: the new expiresAt counts
+    from the text's activity (whichever of the two limits comes first), not from the activity the PATCH read
+    before the text committed, which would end the session early and lose the text's extension."""
+    from gateway.db.models import Session as SessionRow
+    from gateway.services.sessions import next_seqs
+
+    def text_arrives(tx) -> None:
+        # What storing a text does: reserve its position and record the activity (the row locked until commit).
+        next_seqs(tx, tx.get(SessionRow, session["id"]), 1, clock.now(), only_active=True)
+
+    ok(api.patch(f"/api/phone-numbers/{number.id}", {"sessionExpirationSeconds": 1000, "sessionInactivitySeconds": 600}))
+    session = api.new_session(phoneNumberId=number.id, customer={"number": CUSTOMER})
+    created = datetime.fromisoformat(session["createdAt"].replace("Z", "+00:00"))
+    clock.advance(500)
+    with runtime.db.begin() as tx:
+        text_arrives(tx)
+    assert api.session(session["id"])["expiresAt"] == iso(created + timedelta(seconds=1000))  # the lifetime's end
+    clock.advance(200)
+    answers = []
+    patching = threading.Thread(target=lambda: answers.append(
+        api.patch(f"/api/sessions/{session['id']}", {"expirationSeconds": 3600})))
+    with runtime.db.begin() as tx:
+        text_arrives(tx)
+        patching.start()
+        # The PATCH waits for the text's row lock: to read the row (locking it), or else to write it.
+        _wait_for_a_blocked_writer(runtime, r"^(UPDATE sessions SET expiration_seconds|SELECT .*\sFROM sessions\s.*FOR UPDATE)")
+    patching.join(20)
+    expected = iso(created + timedelta(seconds=700 + 600))  # 600 s after the last text, before 3600 s of lifetime
+    assert ok(answers[0])["session"]["expiresAt"] == expected
+    assert api.session(session["id"])["expiresAt"] == expected
+
+
+def _wait_for_a_blocked_writer(runtime, pattern: str, timeout: float = 10.0) -> None:
+    """Until another connection waits for a lock in a statement matching the regular expression ``pattern`` (PostgreSQL);
+    SQLite's writers queue for the database's write lock instead, which this cannot see: a moment's pause
+    lets the other thread get there."""
+    if runtime.engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    with runtime.engine.connect() as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND query ~ %(pattern)s", {"pattern": pattern}
+            ).scalar()
+            watcher.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no statement matching {pattern!r} waited for a lock")
+
+
 def test_patch_name_of_41_characters_and_other_bad_values_get_422(api, assistant):
     """Each invalid PATCH gets 422 naming the field and leaves the session as it was."""
     session = api.new_session(assistantId=assistant.id, name="Keep me")
@@ -793,6 +849,45 @@ def test_chat_on_an_expired_session_gets_409_and_completes_it(api, assistant, cl
     assert api.total("/api/messages", sessionId=session["id"]) == 2
 
 
+def test_chat_that_waited_for_the_lane_past_expiry_gets_409_and_stores_nothing(api, runtime, assistant, clock):
+    """A chat checked while the session was live, then kept waiting for its turn lane (another turn held it)
+    until the session expired: 409 like any chat on an expired session, the session completed, no text stored."""
+    from gateway.services.leases import Lease
+
+    session = api.new_session(assistantId=assistant.id, expirationSeconds=3600)
+    clock.advance(3590)
+    busy = Lease(runtime, session["id"], "turn")  # an SMS turn of this session is with the engine
+    assert busy.acquire()
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        api.post("/api/chats", {"sessionId": session["id"], "input": "are you there?"})))
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _waits_for_the_lane(waiting):
+            time.sleep(0.01)
+        clock.advance(20)  # the session expires while the chat waits
+    finally:
+        busy.release()
+        waiting.join(20)
+    (answer,) = answers
+    error = error_of(answer, 409)
+    assert "new session" in error["message"].lower()
+    assert api.session(session["id"])["status"] == "completed"
+    assert api.total("/api/messages", sessionId=session["id"]) == 0
+    assert api.total("/api/chats", sessionId=session["id"]) == 0
+
+
+def _waits_for_the_lane(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is in chats._take_lane, polling for the lane (past the session check)."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_take_lane":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_chat_on_an_unknown_session_gets_404(api):
     """An unknown sessionId: 404 not_found, and no session is created."""
     assert error_of(api.post("/api/chats", {"sessionId": UNKNOWN_ID, "input": "hi"}), 404)["code"] == "not_found"
@@ -1098,3 +1193,33 @@ def test_sql_and_script_text_is_stored_and_returned_verbatim(api, assistant):
     assert ok(api.get("/api/sessions", query_string={"search": "' OR '1'='1"}))["totalCount"] == 0
     assert api.total("/api/sessions") == 1
     assert api.total("/api/messages") == 2
+
+
+def test_lone_surrogates_anywhere_in_a_body_get_a_4xx_and_change_nothing(api, assistant):
+    """Half a surrogate pair ("\\ud800", which JSON may escape) in free-form JSON (metadata, variableValues) or in
+    an id list: refused with the error body, never a 500, and nothing changes. UTF-8 cannot encode one, so once
+    stored it could not be sent in an event body (the delivery would crash on every try) nor matched as an id."""
+    names = _objects(api, assistant.id)
+    session = names["session"]
+    cases = [
+        ("POST", "/api/sessions", '{"assistantId": "%s", "metadata": {"k": "a\\ud800"}}' % assistant.id),
+        ("POST", "/api/sessions", '{"assistantId": "%s", "metadata": {"\\udfff": 1}}' % assistant.id),
+        ("POST", "/api/sessions", '{"assistantId": "%s", "metadata": {"list": [["x\\udc00"]]}}' % assistant.id),
+        ("POST", "/api/sessions",
+         '{"assistantId": "%s", "assistantOverrides": {"variableValues": {"v": "\\udc00"}}}' % assistant.id),
+        ("PATCH", f"/api/sessions/{session}", '{"metadata": {"k": "\\ud800"}}'),
+        ("PATCH", f"/api/sessions/{session}", '{"assistantOverrides": {"variableValues": {"\\ud800": "v"}}}'),
+        ("POST", "/api/sessions/delete-many", '{"ids": ["\\udc00"]}'),
+        ("POST", "/api/sessions/delete-many", '{"ids": ["%s", "\\ud800"]}' % names["other"]),
+        ("POST", "/api/chats",
+         '{"sessionId": "%s", "input": "hi", "assistantOverrides": {"variableValues": {"v": "\\ud800"}}}' % session),
+    ]
+    for method, path, data in cases:
+        response = api.request(method, path, data=data.encode(), content_type="application/json")
+        assert 400 <= response.status_code < 500, (method, data, response.status_code,
+                                                   response.get_data(as_text=True)[:300])
+        error_of(response, response.status_code)
+    assert api.total("/api/sessions") == 2
+    assert api.total("/api/chats") == 1
+    fetched = api.session(session)
+    assert (fetched["metadata"], fetched["assistantOverrides"]) == ({}, {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 from flask import request
@@ -53,6 +54,10 @@ def operation(tag: str, summary: str, *, response: type[BaseModel], status: int 
 
 
 MAX_DEPTH = 32  # objects and lists inside each other; deeper is no request this API takes
+# NUL (PostgreSQL text and jsonb hold none) and half a surrogate pair (JSON may escape one, "\\ud800", but UTF-8
+# cannot encode it): free-form JSON such as metadata would store either, and then every event about the object
+# would fail to encode its body, on every try.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def json_body() -> dict:
@@ -82,15 +87,15 @@ def _finite_float(text: str) -> float:
 
 
 def _check_values(data: dict) -> None:
-    """Refuse NUL characters (PostgreSQL text cannot hold them) and deep nesting, without recursion."""
+    """Refuse NUL characters, lone surrogates (see _UNSTORABLE) and deep nesting, without recursion."""
     pending = [(data, 1)]
     while pending:
         value, depth = pending.pop()
         if depth > MAX_DEPTH:
             raise BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, str):
-            if "\x00" in value:
-                raise BadRequest("text must not contain NUL characters")
+            if _UNSTORABLE.search(value) is not None:
+                raise BadRequest("text must not contain NUL characters or unpaired UTF-16 surrogates")
         elif isinstance(value, dict):
             pending += [(key, depth) for key in value] + [(item, depth + 1) for item in value.values()]
         elif isinstance(value, list):
