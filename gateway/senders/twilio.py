@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -129,10 +131,26 @@ class TwilioSender:
         return SendError(reason, transient=False, code=code, http_status=status)
 
 
-def _seconds(value: str | None) -> float | None:
+# The longest Retry-After honoured: a message does not wait longer than a default session lives on
+# one answer's say-so (a larger value is a misconfigured proxy, not Twilio pacing a sender).
+MAX_RETRY_AFTER = 86400.0
+
+
+def _seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds to wait: delay-seconds, or an HTTP date (RFC 9110 allows both); None when absent
+    or unreadable (the backoff alone then decides), at most MAX_RETRY_AFTER."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT; a date without a zone is read as such
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if not math.isfinite(seconds):  # "inf" or "nan" parse as floats; neither is a wait
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

@@ -11,9 +11,12 @@ meant to send it. Runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -216,6 +219,35 @@ def test_retry_after_is_honoured(gateway, fake_twilio, fault):
     refused, accepted = fake_twilio.attempts
     assert (refused.status, accepted.status) == (fault.status, 201)
     assert accepted.at - refused.at >= fault.retry_after
+
+
+def test_retry_after_as_an_http_date_is_honoured(gateway, fake_twilio):
+    """RFC 9110 allows Retry-After as a date: the next POST waits until then, not only the backoff (0.4 s cap)."""
+    gw = gateway()
+    # A whole second (the format's resolution) 1 to 2 s from now.
+    until = datetime.fromtimestamp(math.floor(time.time()) + 2, tz=timezone.utc)
+    fake_twilio.script.next_faults.append(Fault(429, 20429, retry_after=format_datetime(until, usegmt=True)))
+
+    text(gw, "hello")
+    wait_delivered(gw)
+
+    refused, accepted = fake_twilio.attempts
+    assert (refused.status, accepted.status) == (429, 201)
+    assert accepted.at - refused.at >= 0.9
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "soon", "-5"])
+def test_an_unreadable_retry_after_leaves_the_backoff_to_decide(gateway, fake_twilio, value):
+    """A Retry-After that is no wait ("inf" and "nan" parse as floats) is ignored, not a crashed send job:
+    the message goes out after the backoff."""
+    gw = gateway()
+    fake_twilio.script.next_faults.append(Fault(503, 20503, retry_after=value))
+
+    text(gw, "hello")
+    (reply,) = wait_delivered(gw)
+
+    assert [a.status for a in fake_twilio.attempts] == [503, 201]
+    assert reply.twilio_sid == fake_twilio.creates[0].sid
 
 
 @pytest.mark.timing

@@ -41,7 +41,7 @@ class Fault:
     status: int
     code: int | None = None
     message: str = "fault injected by the test"
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as it is (an HTTP date, or garbage)
     hang: float = 0.0  # wait this long before answering; the message is never created
 
 
