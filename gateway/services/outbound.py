@@ -348,15 +348,10 @@ def _after_error(runtime, lease, message: Message, error: SendError, customer_id
     settings = runtime.settings
     with runtime.db.begin() as tx:
         lease.renew(tx)
-        # Locked (PostgreSQL; SQLite's writer lock is held since the renewal): a callback cannot settle it
-        # between this read and the write below.
-        current = tx.get(Message, message.id, with_for_update=True)
-        if current.twilio_sid is not None or current.status != "queued":
-            # Twilio took this try after all (a timeout or 5xx lost only its answer), and its status
-            # callbacks, which carry our id, settled the message first. Their outcome stands: this error
-            # must neither overwrite a delivery's error code nor leave a delivered message showing an error.
-            log.info("event=send.settled_meanwhile message=%s session=%s reason=%s",
-                     message.id, message.session_id, error.reason)
+        current = _still_unsent(tx, message)
+        if current is None:
+            # Twilio took this try after all (a timeout or 5xx lost only its answer): this error must neither
+            # overwrite a delivery's error code nor leave a delivered message showing an error.
             return
         if not error.transient:
             _set_failed(tx, message.id, error.code, error.reason, now)
@@ -414,6 +409,10 @@ def _resolve_interrupted(runtime: "Runtime", lease: Lease, message: Message) -> 
         return
     with runtime.db.begin() as tx:
         lease.renew(tx)
+        if _still_unsent(tx, message) is None:
+            # Its callbacks came while Twilio was asked (its list can lag behind them): giving it up now
+            # would turn a delivered message into a failed one.
+            return
         if found is not None:
             tx.execute(
                 update(Message).where(Message.id == message.id, Message.twilio_sid.is_(None)).values(twilio_sid=found.sid)
@@ -431,6 +430,18 @@ def _resolve_interrupted(runtime: "Runtime", lease: Lease, message: Message) -> 
             # protection again, as its first try did.
             _set(tx, message.id, now, send_started_at=None, next_attempt_at=None, slot_reserved=False)
             log.info("event=send.resend message=%s reason=no record at Twilio", message.id)
+
+
+def _still_unsent(tx: DbSession, message) -> Message | None:
+    """The message, locked, if Twilio has still not been known to take it; None (and logged) when a status
+    callback, which carries our id, gave it a sid or moved it past queued since the lane read it: the
+    callbacks' outcome stands. Locked on PostgreSQL; on SQLite the lease renewal before this already holds
+    the writer lock. So no callback settles it between this read and the caller's write."""
+    current = tx.get(Message, message.id, with_for_update=True)
+    if current is not None and current.twilio_sid is None and current.status == "queued":
+        return current
+    log.info("event=send.settled_meanwhile message=%s session=%s", message.id, message.session_id)
+    return None
 
 
 def _ask_sender(runtime: "Runtime", message: Message):

@@ -724,3 +724,32 @@ def test_outbound_media_is_empty_and_the_engine_note_is_in_the_reply(gateway, fa
     assert create.body == "see this\n[1 attachment: image/jpeg]"
     assert create.media_urls == []
     assert "MediaUrl" not in create.params
+
+
+def test_callbacks_that_settle_a_maybe_sent_reply_while_twilio_is_asked_are_not_overwritten(gateway, fake_twilio):
+    """Twilio took the create and answered 500. When the gateway asks whether Twilio has the message, the list
+    does not show it yet (it lags the writes), but the message's callbacks land meanwhile, carrying its sid.
+    With its tries used up, the gateway would give it up: it must go by the callbacks instead, and not turn a
+    delivered reply into a failed one (SPEC 6.8: a status never moves back)."""
+    gw = gateway(send_tries=1)
+    fake_twilio.script.callbacks = ()  # posted by hand, while the gateway asks
+    fake_twilio.script.list_lag = 60.0
+    fake_twilio.script.next_faults.append(Fault(500, 20500, created=True))
+    landed = threading.Event()
+
+    def callbacks_land():
+        if not landed.is_set():
+            (create,) = fake_twilio.creates
+            assert [fake_twilio.post_callback(create, status) for status in ("sent", "delivered")] == [200, 200]
+            landed.set()
+
+    fake_twilio.script.before_list = callbacks_land
+    text(gw, "hello")
+    assert landed.wait(10), "the gateway never asked Twilio about the reply"
+    time.sleep(1.0)  # the worker's answer to its lookup comes within milliseconds
+    gw.settled()
+
+    reply = only_reply(gw)
+    assert (reply.status, reply.twilio_sid) == ("delivered", fake_twilio.creates[0].sid)
+    assert (reply.error_code, reply.error_message) == (None, None)
+    assert len(fake_twilio.attempts) == 1

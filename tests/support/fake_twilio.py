@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from typing import Callable
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -43,6 +44,7 @@ class Fault:
     message: str = "fault injected by the test"
     retry_after: float | str | None = None  # a str is sent as it is (an HTTP date, or garbage)
     hang: float = 0.0  # wait this long before answering; the message is never created
+    created: bool = False  # Twilio created the message and then answered with the fault (a 5xx after accepting)
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Script:
     callback_delay: float = 0.0
     duplicate_callbacks: bool = False
     reverse_callbacks: bool = False
+    # The list (GET Messages.json) leaves out messages created less than this long ago, as a read that lags
+    # the writes would; before_list runs as a list request comes in, before it is answered.
+    list_lag: float = 0.0
+    before_list: Callable[[], None] | None = None
 
 
 class FakeTwilio:
@@ -153,6 +159,8 @@ class FakeTwilio:
         fault = self._fault_for(form.get("To"))
         with self._lock:
             self.attempts.append(Attempt(time.monotonic(), form.get("To"), fault.status if fault else 201))
+        if fault is not None and fault.created:
+            self._create(form, answered=False)
         if fault is not None:
             if fault.hang:
                 time.sleep(fault.hang)
@@ -162,6 +170,21 @@ class FakeTwilio:
             body = {"code": fault.code, "message": fault.message, "status": fault.status,
                     "more_info": f"https://www.twilio.com/docs/errors/{fault.code}"}
             return self._reply(request, fault.status, body, headers)
+        create = self._create(form, answered=True)
+        # Accepted first, answered after the latency: a sender that dies while
+        # waiting leaves a message that Twilio has and the gateway does not know of.
+        if self.script.latency:
+            time.sleep(self.script.latency)
+        try:
+            self._reply(request, 201, self._resource(create, "accepted" if create.messaging_service_sid else "queued"))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if create.status_callback and self.script.callbacks:
+            threading.Thread(target=self._send_callbacks, args=(create,), daemon=True).start()
+
+    def _create(self, form: dict, answered: bool) -> Create:
+        """Twilio's record of a message it took; one not ``answered`` gets its callbacks here, as Twilio sends them
+        whatever its answer to the create was."""
         sid = "SM" + uuid.uuid4().hex
         media = form.get("MediaUrl") or []
         create = Create(
@@ -178,16 +201,9 @@ class FakeTwilio:
         with self._lock:
             self.creates.append(create)
             self._lock.notify_all()
-        # Accepted first, answered after the latency: a sender that dies while
-        # waiting leaves a message that Twilio has and the gateway does not know of.
-        if self.script.latency:
-            time.sleep(self.script.latency)
-        try:
-            self._reply(request, 201, self._resource(create, "accepted" if create.messaging_service_sid else "queued"))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        if create.status_callback and self.script.callbacks:
+        if not answered and create.status_callback and self.script.callbacks:
             threading.Thread(target=self._send_callbacks, args=(create,), daemon=True).start()
+        return create
 
     def _fault_for(self, to: str | None) -> Fault | None:
         with self._lock:
@@ -207,12 +223,15 @@ class FakeTwilio:
         if not self._authorised(request):
             return self._reply(request, 401, {"code": 20003, "message": "Authenticate", "status": 401})
         query = {name: values[0] for name, values in parse_qs(parsed.query).items()}
+        if self.script.before_list is not None:
+            self.script.before_list()
+        newest = datetime.now(timezone.utc) - timedelta(seconds=self.script.list_lag)
         # Twilio's filters: To and From exactly, DateSent by day ("DateSent>" since that day); newest first.
         since = query.get("DateSent>", "")[:10]
         with self._lock:
             found = [c for c in self.creates
                      if query.get("To", c.to) == c.to and query.get("From", c.from_) == c.from_
-                     and c.created.date().isoformat() >= since]
+                     and c.created.date().isoformat() >= since and c.created <= newest]
         page = {"messages": [self._resource(c, "sent") for c in reversed(found)], "page": 0, "page_size": 50,
                 "next_page_uri": None, "uri": parsed.path}
         self._reply(request, 200, page)
