@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.domain.expiry import MAX_EXPIRATION_SECONDS, MIN_EXPIRATION_SECONDS
@@ -64,9 +65,21 @@ class EngineConfig(BaseModel):
 def _url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if len(value) > 2000 or not _URL.match(value):
+    if len(value) > 2000 or not _URL.match(value) or not _reachable_form(value):
         raise ValueError("must be an http:// or https:// URL")
     return value
+
+
+def _reachable_form(value: str) -> bool:
+    """Whether an HTTP client can even try ``value``: its host and port parse, and the host's name can be
+    looked up (IDNA: labels of 1 to 63 characters). Stored otherwise, every request to it (each event
+    delivery) would fail before reaching the network, the same way, for ever."""
+    try:
+        url = httpx.URL(value)
+        url.host.encode("idna")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return False
+    return bool(url.host) and (url.port is None or 0 < url.port < 65536)
 
 
 class AssistantFields(Strict):

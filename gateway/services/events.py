@@ -177,7 +177,16 @@ def deliver_event(runtime: "Runtime", event_id: str) -> None:
             return
         assistant = tx.get(Assistant, event.assistant_id) if event.assistant_id else None
         target = (assistant.server_url, assistant.server_secret) if assistant and assistant.server_url else None
-    error = "the assistant no longer has a serverUrl" if target is None else _post(event, *target, settings.event_timeout)
+    if target is None:
+        error = "the assistant no longer has a serverUrl"
+    else:
+        try:
+            error = _post(event, *target, settings.event_timeout)
+        except Exception as problem:  # noqa: BLE001 - see below
+            # Not the receiver's answer but a delivery that cannot even start (a serverUrl stored before
+            # URLs were checked as they are now, say). Raised, it would leave the event pending, claimed
+            # afresh by the sweep for ever; recorded, it takes its tries and ends failed with the reason.
+            error = f"delivery failed: {type(problem).__name__}: {problem}"
     _record(runtime, event, error, final=target is None)
 
 

@@ -19,11 +19,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.config import Settings
-from gateway.db.models import Event, Message, Session
+from gateway.db.models import Assistant, Event, Message, Session
 from gateway.schemas import AssistantCreate, PhoneNumberCreate, SessionCreate
 from gateway.services import events as events_service
 from gateway.services import inbound
@@ -765,3 +765,26 @@ def test_a_change_that_is_rolled_back_emits_no_event(runtime, receiver, assistan
     settle(runtime)
     created = receiver.of_type("session.created")
     assert sorted(d.subject["id"] for d in created) == sorted(s.id for s in sessions(runtime))
+
+
+@pytest.mark.parametrize("server_url", ["http://xn--/events", "http://" + "a" * 64 + ".example/events"])
+def test_a_server_url_no_request_can_reach_is_refused_and_one_stored_earlier_ends_failed(
+    runtime, receiver, assistant, client, auth, server_url
+):
+    """A serverUrl that matches the URL pattern but that no HTTP client can even try (a host that is no
+    name: an empty punycode label, a label over 63 characters) is refused (422) and changes nothing. One stored
+    before URLs were checked that way does not leave its events pending for the sweep for ever: each try
+    counts, and after event_tries the event is failed with the reason."""
+    response = client.patch(f"/api/assistants/{assistant.id}", json={"serverUrl": server_url}, headers=auth)
+    assert response.status_code == 422 and response.get_json()["error"]["details"] == {"field": "serverUrl"}
+    assert client.get(f"/api/assistants/{assistant.id}", headers=auth).get_json()["assistant"]["serverUrl"] == receiver.url
+
+    tune(runtime, event_tries=2)
+    with runtime.db.begin() as tx:  # as an earlier version would have stored it
+        tx.execute(update(Assistant).where(Assistant.id == assistant.id).values(server_url=server_url))
+    api_session(client, auth, assistantId=assistant.id)
+    (event,) = wait_until(lambda: [e for e in stored_events(runtime) if e.status == "failed"], 10, "the event to fail")
+
+    assert event.attempts == 2 and event.last_error.startswith("delivery failed: ")
+    settle(runtime, within=5)
+    assert sweep(runtime).events_recovered == 0
