@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 import time
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -148,17 +149,25 @@ def _refuse_constant(name: str):
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After in seconds, given as a number or as an HTTP date."""
-    value = headers.get("Retry-After", "").strip()
+    return retry_after_seconds(headers.get("Retry-After"))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (RFC 9110: delay-seconds or an HTTP date) as seconds to wait from ``now`` (a Unix
+    time; the clock's by default); None when absent or no wait at all ("inf" and "nan" parse as floats)."""
+    value = (value or "").strip()
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # an HTTP date is GMT; one that says "-0000" is read as such
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import threading
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 
 import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from adapters.http import retry_after_seconds
 from gateway.ports import OutboundSms, SendError, SendReceipt
 
 # Twilio error codes that no retry can fix (TWILIO.md, "Error codes").
@@ -137,20 +136,7 @@ MAX_RETRY_AFTER = 86400.0
 
 
 def _seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds to wait: delay-seconds, or an HTTP date (RFC 9110 allows both); None when absent
-    or unreadable (the backoff alone then decides), at most MAX_RETRY_AFTER."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT; a date without a zone is read as such
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    if not math.isfinite(seconds):  # "inf" or "nan" parse as floats; neither is a wait
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+    """Retry-After as seconds to wait (delay-seconds or an HTTP date), at most MAX_RETRY_AFTER; None when absent
+    or unreadable: the backoff alone then decides."""
+    seconds = retry_after_seconds(value, None if now is None else now.timestamp())
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
