@@ -13,6 +13,7 @@ Each call is logged at DEBUG with the same safe parts.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import json
@@ -98,30 +99,62 @@ def post_json(provider: str, url: str, payload: Any, *, timeout: float, headers:
     if deadline <= started:
         raise timed_out
     shown = safe_url(url)
-    try:
-        # httpx's timeout applies to each read; an engine that trickles its
-        # answer would never trip it. Streaming lets the whole call be held to
-        # the deadline, which must stay under the worker's lease.
-        with client_for(provider).stream(
-            "POST", url, content=body, headers=all_headers, timeout=deadline - started
-        ) as response:
-            chunks = []
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise timed_out
-                if sum(map(len, chunks)) > MAX_ANSWER_BYTES:
-                    raise PermanentEngineError(f"{provider} engine answer is larger than {MAX_ANSWER_BYTES} bytes")
-    except httpx.TimeoutException:
+
+    def exchange():
+        try:
+            # httpx's timeout applies to each read; an engine that trickles its
+            # answer would never trip it. Streaming lets the whole call be held to
+            # the deadline, which must stay under the worker's lease.
+            with client_for(provider).stream(
+                "POST", url, content=body, headers=all_headers, timeout=deadline - started
+            ) as response:
+                chunks = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise timed_out
+                    if sum(map(len, chunks)) > MAX_ANSWER_BYTES:
+                        raise PermanentEngineError(f"{provider} engine answer is larger than {MAX_ANSWER_BYTES} bytes")
+        except httpx.TimeoutException:
+            _log_call(provider, shown, "timeout", started)
+            raise timed_out from None
+        except httpx.DecodingError:
+            # The body does not match its Content-Encoding (say "gzip" over plain bytes): a broken answer.
+            _log_call(provider, shown, "undecodable", started)
+            raise PermanentEngineError(f"{provider} engine answered a body its Content-Encoding cannot decode") from None
+        except httpx.TransportError as error:
+            _log_call(provider, shown, type(error).__name__, started)
+            raise TransientEngineError(f"{provider} engine unreachable: {type(error).__name__}") from None
+        _log_call(provider, shown, response.status_code, started)
+        return response.status_code, response.headers, b"".join(chunks)
+
+    # httpx's timeouts apply per phase (connect, write, each read) and the loop
+    # above only looks at the clock between chunks: an engine that sends its
+    # headers late and then stalls would hold the call for up to twice the
+    # timeout. The exchange runs in its own thread so the caller gets its
+    # answer, or the timeout, by the deadline; an abandoned exchange still
+    # ends by itself within httpx's own timeout.
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = exchange()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True,
+                              name=f"engine-call-{provider}")
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
         _log_call(provider, shown, "timeout", started)
-        raise timed_out from None
-    except httpx.TransportError as error:
-        _log_call(provider, shown, type(error).__name__, started)
-        raise TransientEngineError(f"{provider} engine unreachable: {type(error).__name__}") from None
-    _log_call(provider, shown, response.status_code, started)
+        raise timed_out
+    if "error" in outcome:
+        raise outcome["error"]
+    status, answer_headers, content = outcome["answer"]
     if time.monotonic() > deadline:
         raise timed_out
-    return _decode(provider, urlsplit(url).path or "/", response.status_code, response.headers, b"".join(chunks))
+    return _decode(provider, urlsplit(url).path or "/", status, answer_headers, content)
 
 
 def _log_call(provider: str, url: str, outcome, started: float) -> None:
@@ -140,7 +173,7 @@ def _decode(provider: str, path: str, status: int, headers: httpx.Headers, conte
         raise PermanentEngineError(f"{provider} engine answered HTTP {status} to {path}; redirects are not followed")
     try:
         return json.loads(content, parse_constant=_refuse_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested too deep to decode
         raise PermanentEngineError(f"{provider} engine answered something that is not JSON") from None
 
 

@@ -248,6 +248,20 @@ CASES = [
         error=PermanentEngineError, reason="not JSON",
     ),
     Case(
+        "a body its Content-Encoding cannot decode (not gzip at all) is permanent, not a crash",
+        CONFIG,
+        answers=(Answer(200, body=b"this is not gzip data", headers=(("Content-Encoding", "gzip"),)),),
+        requests=(asks([user("hello")]),),
+        error=PermanentEngineError, reason="openai engine",
+    ),
+    Case(
+        "JSON nested too deep to decode is permanent, not a crash",
+        CONFIG,
+        answers=(Answer(200, body=b"[" * 200_000 + b"]" * 200_000),),
+        requests=(asks([user("hello")]),),
+        error=PermanentEngineError, reason="not JSON",
+    ),
+    Case(
         "wrong shape: no choices is permanent",
         CONFIG,
         answers=(Answer(200, {"object": "chat.completion", "choices": []}),),
